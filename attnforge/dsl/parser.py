@@ -15,6 +15,7 @@ from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from ..ir.errors import DSLError, Span
+from ..ir.verify import verify
 from ..ir.expr import (BOOL, FLOAT, FUNCS, INT, Binary, Const, Expr, Load, Var, binary, call, cast,
                        clamp, unary, where)
 from ..ir.program import (FEATURE_MAPS, INDEX_VARS, NORMALIZERS, TENSOR_DTYPES, Combiner, ConstDecl,
@@ -105,27 +106,64 @@ def _check_brackets(src: _Source) -> None:
                 break
             if ch in BRACKETS:
                 stack.append((ch, lineno, m.start() + 1))
-            elif not stack or BRACKETS[stack[-1][0]] != ch:
+            elif stack and BRACKETS[stack[-1][0]] == ch:
+                stack.pop()
+            elif any(BRACKETS[o] == ch for o, _, _ in stack):
+                o, line, col = stack[-1]  # `(a]`: the innermost opener was left open
+                raise DSLError(f"unclosed `{o}`", src.span(line, col), f"add a matching `{BRACKETS[o]}`")
+            else:
                 raise DSLError(f"unmatched `{ch}`", src.span(lineno, m.start() + 1),
                                "remove it or add the opening bracket")
-            else:
-                stack.pop()
     if stack:
         ch, lineno, col = stack[-1]
         raise DSLError(f"unclosed `{ch}`", src.span(lineno, col), f"add a matching `{BRACKETS[ch]}`")
 
 
 @cache
-def _known_error_examples():
-    return {msg: ex for msg, _, ex in KNOWN_ERRORS}
+def _example_errors() -> tuple:
+    """(label, parser position, accepted terminals, token type) of each KNOWN_ERRORS example."""
+    out = []
+    for label, _, examples in KNOWN_ERRORS:
+        for text in examples:
+            for variant in (text, text.replace("{ ", "{\n  ")):
+                try:
+                    _lark().parse(variant)
+                except UnexpectedInput as err:
+                    out.append((label, *_error_key(err)))
+    return tuple(out)
+
+
+def _error_key(err: UnexpectedInput) -> tuple:
+    # Like lark's match_examples, but keyed on the top parser state only, so leading newlines or
+    # an enclosing context do not stop a known error from matching.
+    state = getattr(err, "state", None)
+    pos = getattr(state, "position", None)
+    accepts = frozenset(getattr(err, "accepts", None) or getattr(err, "expected", None) or ())
+    tok = getattr(err, "token", None)
+    return pos, accepts, getattr(tok, "type", type(err).__name__)
+
+
+def _label(err: UnexpectedInput) -> str | None:
+    key = _error_key(err)
+    for label, *known in _example_errors():
+        if tuple(known) == key:
+            return label
+    for label, pos, _, tok in _example_errors():  # same place, other accepted set
+        if (pos, tok) == key[0::2]:
+            return label
+    return None
+
+
+def _terminal_text(name: str) -> str:
+    try:
+        pattern = _lark().get_terminal(name).pattern
+    except KeyError:
+        return name
+    return f"`{pattern.value}`" if pattern.type == "str" else name.lower()
 
 
 def _parse_error(err: UnexpectedInput, src: _Source) -> DSLError:
-    label = None
-    try:
-        label = err.match_examples(_lark().parse, _known_error_examples(), use_accepts=True)
-    except Exception:  # noqa: BLE001 - labelling is best effort; the generic message stays correct
-        label = None
+    label = _label(err)
     fix = {msg: fx for msg, fx, _ in KNOWN_ERRORS}.get(label)
     if isinstance(err, UnexpectedCharacters):
         ch = src.text[err.pos_in_stream] if err.pos_in_stream < len(src.text) else "?"
@@ -136,7 +174,7 @@ def _parse_error(err: UnexpectedInput, src: _Source) -> DSLError:
         return DSLError(label or "unexpected end of input", src.span(last, len(src.lines[-1]) + 1),
                         fix or "the variant must end with `}`")
     tok = err.token
-    expected = sorted(e for e in getattr(err, "expected", ()) if not e.startswith("_"))
+    expected = sorted(_terminal_text(e) for e in getattr(err, "expected", ()) if not e.startswith("_"))
     shown = ", ".join(expected[:8]) + (" ..." if len(expected) > 8 else "")
     return DSLError(label or f"unexpected `{tok.value.strip() or tok.type}`", src.of(tok),
                     fix or f"expected one of: {shown}")
@@ -228,9 +266,8 @@ class _Build(Transformer):
 
     def arith(self, t):
         a, op, b = t.children
-        vec = [_vec_operand(x, self.params) for x in (a, b)]
-        if any(v is not None for v in vec):
-            a, b = (v if v is not None else self.expr(x) for v, x in zip(vec, (a, b)))
+        if any(getattr(x, "dtype", None) == "vec" for x in (a, b)):
+            a, b = (_vec_operand(x, self.params) or self.expr(x) for x in (a, b))
             return Binary(OPS[str(op)], a, b, "vec", self.sp(t))
         if str(op) == "@":
             raise DSLError("`@` combines branch outputs and parameters only", self.sp(t),
@@ -446,7 +483,7 @@ class _Build(Transformer):
 
 def _vec_operand(x, params) -> Expr | None:
     """Branch outputs and whole parameters inside `out = ...`."""
-    if isinstance(x, Var) and x.dtype == "vec" or isinstance(x, Binary) and x.dtype == "vec":
+    if getattr(x, "dtype", None) == "vec":
         return x
     if isinstance(x, Symbol) and x.name in params and params[x.name].shape:
         return Var(x.name, "param", x.span)
@@ -508,7 +545,7 @@ def parse(text: str, file: str = "<string>", **overrides) -> Program:
     except UnexpectedInput as err:
         raise _parse_error(err, src) from None
     try:
-        return _Build(src, overrides).transform(tree)
+        return verify(_Build(src, overrides).transform(tree))
     except VisitError as err:
         if isinstance(err.orig_exc, DSLError):
             raise err.orig_exc from None
