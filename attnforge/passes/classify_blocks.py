@@ -55,14 +55,14 @@ def _or(a: Expr, b: Expr) -> Expr:
 def affine(e: Expr) -> dict[str, int] | None:
     """`e` as {index var: coefficient, "": constant} when it is affine with int coefficients."""
     match e:
-        case Const(value=v, dtype=INT):
+        case Const(value=v) if e.dtype == INT:
             return {"": v}
         case Var(name=n) if n in BOUNDS:
             return {n: 1}
-        case Unary(op="neg", x=x, dtype=INT):
+        case Unary(op="neg", x=x) if e.dtype == INT:
             a = affine(x)
             return None if a is None else {k: -c for k, c in a.items()}
-        case Binary(op="add" | "sub", a=a, b=b, dtype=INT):
+        case Binary(op="add" | "sub", a=a, b=b) if e.dtype == INT:
             fa, fb = affine(a), affine(b)
             if fa is None or fb is None:
                 return None
@@ -71,8 +71,8 @@ def affine(e: Expr) -> dict[str, int] | None:
             for k, c in fb.items():
                 out[k] = out.get(k, 0) + sign * c
             return out
-        case Binary(op="mul", a=a, b=Const(value=k, dtype=INT)) | \
-                Binary(op="mul", a=Const(value=k, dtype=INT), b=a):
+        case Binary(op="mul", a=a, b=Const(value=k, dtype="int")) | \
+                Binary(op="mul", a=Const(value=k, dtype="int"), b=a) if e.dtype == INT:
             fa = affine(a)
             return None if fa is None else {v: c * k for v, c in fa.items()}
     return None

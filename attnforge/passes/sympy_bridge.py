@@ -39,7 +39,7 @@ class Bridge:
                 return sp.Integer(v) if t == INT else sp.Rational(v)
             case Var() | Load():
                 return self.leaf(e)
-            case Cast(x=x, dtype=FLOAT) if x.dtype == INT:
+            case Cast(x=x) if e.dtype == FLOAT and x.dtype == INT:
                 return self.to_sympy(x)
             case Unary(op="neg", x=x) if e.dtype != BOOL:
                 return -self.to_sympy(x)
