@@ -29,6 +29,7 @@ def load_example(name: str):
         sys.path.insert(0, str(EXAMPLES))
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # flex's tracing imports a function's module by name
     spec.loader.exec_module(mod)
     return mod
 

@@ -99,7 +99,8 @@ def match(p: Pat, e: Expr, env: dict) -> bool:
 
 
 def build(p: Pat, env: dict, span=None) -> Expr:
-    """Instantiate a replacement pattern; literals take the type of the matched node."""
+    """Instantiate a replacement pattern (a Pat or a plain literal)."""
+    p = lift(p)
     match p.kind:
         case "var":
             return env[p.op]

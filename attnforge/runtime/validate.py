@@ -32,7 +32,7 @@ QKV_CHECKS = [
      lambda q, k, v: f"q {tuple(q.shape)}, k {tuple(k.shape)}"),
 ]
 
-KIND = {BOOL: "bool", INT: "integer", FLOAT: "floating"}
+KIND = {BOOL: "a bool", INT: "an integer", FLOAT: "a floating"}
 
 
 def _kind(t: torch.Tensor) -> str:
@@ -62,13 +62,13 @@ def check_tensors(prog: Program, q, k, tensors: dict) -> None:
     for p in prog.params:
         shape = "[" + ", ".join(str(d) for d in p.shape) + "]"
         if p.name not in tensors:
-            raise ValueError(f"{p.name}: missing captured tensor; expected a {KIND[p.scalar]} "
+            raise ValueError(f"{p.name}: missing captured tensor; expected {KIND[p.scalar]} "
                              f"tensor of shape {shape}")
         t = tensors[p.name]
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{p.name}: expected a torch.Tensor, got {type(t).__name__}")
         if _kind(t) != p.scalar:
-            raise ValueError(f"{p.name}: expected a {KIND[p.scalar]} tensor ({p.dtype}), got {t.dtype}")
+            raise ValueError(f"{p.name}: expected {KIND[p.scalar]} tensor ({p.dtype}), got {t.dtype}")
         if t.device != q.device:
             raise ValueError(f"{p.name}: expected device {q.device} (q's), got {t.device}")
         if t.dim() != len(p.shape):

@@ -1,0 +1,222 @@
+"""Passes: rewrite rules and simplify preserve meaning, block classification is conservative and
+tight where it should be, symbolic derivatives agree with autograd."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import attnforge
+from attnforge.ir import BOOL, FLOAT, INT, Load, Program, Var, format_expr
+from attnforge.passes import canonicalize, classify_blocks, differentiate, lower, simplify
+from attnforge.passes.patterns import build
+from attnforge.passes.simplify import RULES
+from attnforge.reference import Evaluator, index_env
+from strategies import PARAMS, mask_expr, score_expr
+
+GEN = torch.Generator().manual_seed(0)
+TENSORS = {
+    "doc": torch.sort(torch.randint(0, 9, (300,), generator=GEN)).values.to(torch.int32),
+    "flag": torch.rand(300, generator=GEN) < 0.2,
+    "bias": torch.randn(4, 300, generator=GEN, dtype=torch.float64),
+}
+BS, HS, LS = 2, 4, 48
+
+
+def _env(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    env = index_env(BS, HS, LS, LS, "cpu")
+    env["score"] = torch.randn(BS, HS, LS, LS, generator=g, dtype=torch.float64) * 3
+    return env
+
+
+def _equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    a, b = torch.broadcast_tensors(a, b)
+    if a.dtype == torch.bool or not a.is_floating_point():
+        return torch.equal(a.to(torch.int64), b.to(torch.int64))
+    return torch.allclose(a, b.to(a.dtype), rtol=1e-9, atol=1e-9, equal_nan=True)
+
+
+# ---- rewrite rules ---------------------------------------------------------------------------
+def _pattern_vars(p, out):
+    if p.kind == "var":
+        out[p.op] = p.dtype
+    for a in p.args:
+        if hasattr(a, "kind"):
+            _pattern_vars(a, out)
+    return out
+
+
+@pytest.mark.parametrize("rule", RULES, ids=[r[0] for r in RULES])
+def test_each_rewrite_rule_preserves_meaning(rule):
+    name, pat, rep = rule
+    variables = _pattern_vars(pat, {})
+    g = torch.Generator().manual_seed(1)
+    values = {FLOAT: torch.randn(64, generator=g, dtype=torch.float64) * 5,
+              INT: torch.randint(-50, 50, (64,), generator=g),
+              BOOL: torch.rand(64, generator=g) < 0.5}
+    checked = 0
+    for dtype in (FLOAT, INT, BOOL):
+        env = {v: Var(v, t or dtype) for v, t in variables.items()}
+        try:
+            lhs, rhs = build(pat, env), build(rep, env)
+        except attnforge.DSLError:
+            continue  # the pattern is not well-typed at this dtype
+        if lhs.dtype != rhs.dtype:
+            continue
+        tens = {v: values[e.dtype].roll(i) for i, (v, e) in enumerate(env.items())}
+        ev = Evaluator(tens, {})
+        assert _equal(ev(lhs), ev(rhs)), f"{name}: {format_expr(lhs)} != {format_expr(rhs)}"
+        checked += 1
+    assert checked, f"rule {name} was never well-typed"
+
+
+# ---- simplify --------------------------------------------------------------------------------
+@given(score_expr, st.none() | mask_expr)
+def test_simplify_preserves_meaning(score, mask):
+    prog = Program.flex_like("v", PARAMS, (), score, mask)
+    low = simplify(canonicalize(prog))
+    env = _env()
+    for before, after in zip(_exprs(prog), _exprs(low)):
+        a = Evaluator(env, TENSORS)(before)
+        b = Evaluator(env, TENSORS)(after)
+        assert _equal(a, b), f"{format_expr(before)}  =>  {format_expr(after)}"
+    assert len(_exprs(prog)) >= len(_exprs(low))
+
+
+def _exprs(p: Program):
+    flex = p.as_flex()
+    return [e for e in flex if e is not None]
+
+
+def test_simplify_uses_sympy_and_rules():
+    v = attnforge.compile("""attention v() {
+      score = (score * 2.0 + score) / 3.0 + 0.0
+      mask = ~(q_idx < kv_idx) & true
+    }""")
+    out = str(v.lowered)
+    assert "score = score\n" not in out  # the score is the identity: printed as no statement
+    assert "score =" not in out
+    assert "mask = q_idx >= kv_idx" in out
+
+
+# ---- classify_blocks -------------------------------------------------------------------------
+def _tiles(BM, BN, Lq, Lk, off_q, off_k):
+    q_lo = torch.arange(off_q, Lq, BM)
+    k_lo = torch.arange(off_k, Lk, BN)
+    return (q_lo, torch.clamp(q_lo + BM - 1, max=Lq - 1), k_lo, torch.clamp(k_lo + BN - 1, max=Lk - 1))
+
+
+def classify(rule, b, h, q_lo, q_hi, k_lo, k_hi, tensors):
+    env = {"b": torch.tensor(b), "h": torch.tensor(h), "q_lo": q_lo.view(-1, 1),
+           "q_hi": q_hi.view(-1, 1), "kv_lo": k_lo.view(1, -1), "kv_hi": k_hi.view(1, -1)}
+    ev = Evaluator(env, tensors)
+    shape = (len(q_lo), len(k_lo))
+    return ev(rule.may_true).expand(shape), ev(rule.may_false).expand(shape)
+
+
+@given(mask_expr, st.integers(1, 64), st.integers(1, 64), st.integers(1, 300), st.integers(1, 300),
+       st.integers(0, 7), st.integers(0, 7), st.integers(0, 1), st.integers(0, 3))
+def test_classify_blocks_is_conservative(mask, BM, BN, Lq, Lk, off_q, off_k, b, h):
+    off_q, off_k = min(off_q, Lq - 1), min(off_k, Lk - 1)
+    prog = classify_blocks(simplify(canonicalize(Program.flex_like("v", PARAMS, (), _score(), mask))))
+    (sel_mask,) = [s.mask for s in prog.selections] or [None]
+    if sel_mask is None:
+        return
+    (rule,) = prog.block_rules
+    env = index_env(1, 1, Lq, Lk, "cpu")
+    env["b"], env["h"] = torch.tensor(b), torch.tensor(h)
+    dense = Evaluator(env, TENSORS)(sel_mask).expand(1, 1, Lq, Lk)[0, 0]
+    tiles = _tiles(BM, BN, Lq, Lk, off_q, off_k)
+    may_t, may_f = classify(rule, b, h, *tiles, TENSORS)
+    for i, (a, z) in enumerate(zip(tiles[0], tiles[1])):
+        for j, (c, w) in enumerate(zip(tiles[2], tiles[3])):
+            block = dense[a:z + 1, c:w + 1]
+            if not may_t[i, j]:
+                assert not block.any(), f"tile ({i},{j}) called empty: {format_expr(sel_mask)}"
+            if not may_f[i, j]:
+                assert block.all(), f"tile ({i},{j}) called full: {format_expr(sel_mask)}"
+
+
+def _score():
+    return Var("score", FLOAT)
+
+
+def _counts(src, L, BM=64, BN=64, **tensors):
+    v = attnforge.compile(src)
+    (rule,) = v.lowered.block_rules
+    t, f = classify(rule, 0, 0, *_tiles(BM, BN, L, L, 0, 0), tensors)
+    empty, full = int((~t).sum()), int((~f).sum())
+    return empty, full, t.numel() - empty - full
+
+
+def test_causal_classification_is_exact():
+    # 4x4 tiles: 6 above the diagonal empty, 6 below full, 4 diagonal partial
+    assert _counts("attention c() { mask = q_idx >= kv_idx }", 256) == (6, 6, 4)
+
+
+def test_sliding_window_and_document_tiles():
+    src = "attention w() { mask = (q_idx >= kv_idx) & (q_idx - kv_idx < 128) }"
+    empty, full, partial = _counts(src, 512)
+    # 8x8 tiles; q - kv spans [64d - 63, 64d + 63] on band d = i - j: d = 1 is full, d = 0 and
+    # d = 2 are partial, the rest empty
+    assert (empty, full, partial) == (43, 7, 14)
+    doc = torch.repeat_interleave(torch.arange(4, dtype=torch.int32), 128)
+    src = "attention d(doc: i32[L]) { mask = doc[q_idx] == doc[kv_idx] }"
+    assert _counts(src, 512, doc=doc) == (48, 16, 0)
+    src = "attention d(doc: i32[L]) { mask = (doc[q_idx] == doc[kv_idx]) & (q_idx >= kv_idx) }"
+    # per document 2x2 tiles: one full, two diagonal partial, one empty; 48 cross-document empty
+    assert _counts(src, 512, doc=doc) == (52, 4, 8)
+
+
+def test_per_head_rule_depends_on_h():
+    v = attnforge.compile("attention p() { mask = where(h < 2, q_idx >= kv_idx, kv_idx < 64) }")
+    (rule,) = v.lowered.block_rules
+    tiles = _tiles(64, 64, 256, 256, 0, 0)
+    t0, _ = classify(rule, 0, 0, *tiles, {})
+    t3, f3 = classify(rule, 0, 3, *tiles, {})
+    assert int((~t0).sum()) == 6 and int((~t3).sum()) == 12 and int((~f3).sum()) == 4
+
+
+# ---- differentiate ---------------------------------------------------------------------------
+@given(score_expr)
+def test_derivatives_match_autograd(score):
+    prog = differentiate(simplify(canonicalize(Program.flex_like("v", PARAMS, (), score, None))))
+    (grad,) = prog.grads
+    (z_expr, _) = prog.as_flex()
+    env = _env(seed=2)
+    env["score"].requires_grad_(True)
+    bias = TENSORS["bias"].clone().requires_grad_(True)
+    tensors = {**TENSORS, "bias": bias}
+    z = Evaluator(env, tensors)(z_expr)
+    if not z.requires_grad:
+        return
+    z = z.expand(BS, HS, LS, LS)
+    if not torch.isfinite(z).all():
+        return
+    d_score, d_bias = torch.autograd.grad(z.sum(), (env["score"], bias), allow_unused=True)
+    ev = Evaluator({k: t.detach() for k, t in env.items()}, TENSORS)
+    ours = ev(grad.d_score).expand(BS, HS, LS, LS)
+    assert _equal(ours, d_score if d_score is not None else torch.zeros_like(ours)), \
+        format_expr(grad.d_score)
+    mine = torch.zeros_like(TENSORS["bias"])
+    for load, d in grad.d_loads:
+        assert isinstance(load, Load) and load.param == "bias"
+        idx = [ev(i).expand(BS, HS, LS, LS).reshape(-1) for i in load.index]
+        mine.index_put_(tuple(idx), ev(d).expand(BS, HS, LS, LS).reshape(-1), accumulate=True)
+    assert torch.allclose(mine, d_bias if d_bias is not None else torch.zeros_like(mine),
+                          atol=1e-8, equal_nan=True)
+
+
+def test_softcap_derivative_is_one_minus_tanh_squared():
+    v = attnforge.compile("attention s() { score = 30.0 * tanh(score / 30.0) }")
+    (g,) = v.lowered.grads
+    assert format_expr(g.d_score) == "1 - tanh(score / 30) * tanh(score / 30)"
+
+
+def test_lower_reports_every_pass():
+    seen = []
+    lower(attnforge.compile("attention c() { mask = q_idx >= kv_idx }").ir,
+          on_pass=lambda n, p: seen.append(n))
+    assert seen == ["input", "canonicalize", "simplify", "classify_blocks", "differentiate"]
