@@ -56,7 +56,7 @@ class Bridge:
     def from_sympy(self, s) -> Expr:
         if isinstance(s, sp.Symbol):
             return self.leaves[s]
-        if s.is_Integer:
+        if s.is_Integer and abs(int(s)) < 2 ** 62:
             return const(int(s))
         if s.is_number:
             v = complex(s.evalf(30))
@@ -107,7 +107,7 @@ class Bridge:
         for f in sp.Mul.make_args(s):
             if isinstance(f, sp.Pow) and f.exp.is_number and f.exp.is_negative:
                 den.append(sp.Pow(f.base, -f.exp))
-            elif f.is_Rational and not f.is_Integer:
+            elif f.is_Rational and not f.is_Integer and max(abs(f.p), f.q) < 2 ** 31:
                 num.append(sp.Integer(f.p))
                 den.append(sp.Integer(f.q))
             else:
