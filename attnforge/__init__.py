@@ -5,9 +5,20 @@
 """
 from __future__ import annotations
 
-from .ir.errors import DSLError
-from .runtime import Variant, attention
-from .runtime.variant import compile_variant as compile  # noqa: A001 - the public name
+import os as _os
+import sys as _sys
+
+import torch as _torch
+
+# Without a GPU, kernels run under Triton's interpreter, which must be chosen before triton is
+# first imported (triton.language's own helpers are built for one mode or the other).
+if "triton" not in _sys.modules and "TRITON_INTERPRET" not in _os.environ \
+        and not _torch.cuda.is_available():
+    _os.environ["TRITON_INTERPRET"] = "1"
+
+from .ir.errors import DSLError  # noqa: E402
+from .runtime import Variant, attention, block_mask  # noqa: E402
+from .runtime.variant import compile_variant as compile  # noqa: A001,E402 - the public name
 
 __version__ = "0.1.0"
 
@@ -43,4 +54,5 @@ def _check_callables(mods) -> None:
         raise ValueError(f"mask_mods: expected one or more callables, got {mods!r}")
 
 
-__all__ = ["attention", "compile", "Variant", "DSLError", "and_masks", "or_masks", "__version__"]
+__all__ = ["attention", "compile", "Variant", "DSLError", "and_masks", "or_masks", "block_mask",
+           "__version__"]

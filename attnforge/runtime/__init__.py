@@ -1,4 +1,4 @@
 """Runtime: wires front ends, passes and evaluation together behind the public API."""
-from .variant import Variant, attention, compile_variant
+from .variant import Variant, attention, block_mask, compile_variant
 
-__all__ = ["Variant", "attention", "compile_variant"]
+__all__ = ["Variant", "attention", "block_mask", "compile_variant"]

@@ -1,8 +1,11 @@
 """`Variant`: one compiled attention description, callable on tensors."""
 from __future__ import annotations
 
+import math
 import os
 from functools import lru_cache
+
+import torch
 
 from ..dsl import parse, parse_file, trace
 from ..ir.errors import DSLError
@@ -10,6 +13,10 @@ from ..ir.printer import format_expr, print_program
 from ..ir.program import Program
 from ..passes import lower
 from .. import reference as ref
+from ..codegen import KINDS, SPARSE_BLOCK, Spec
+from . import ops
+from .blocks import BlockMask, build_block_mask
+from .launch import DTYPES, kernel_sources
 from .validate import check_inputs
 
 
@@ -61,9 +68,32 @@ class Variant:
                                return_lse=return_lse)
 
     def __call__(self, q, k, v, *, scale=None, enable_gqa=False, return_lse=False, **tensors):
-        # TODO(issue 4): run the generated Triton kernels; until then the dense reference runs.
-        return self.reference(q, k, v, scale=scale, enable_gqa=enable_gqa, return_lse=return_lse,
-                              **tensors)
+        """Runs the fused Triton kernels (CPU tensors: Triton's interpreter). float64 inputs, which
+        the kernels do not take, are evaluated by the dense reference."""
+        if q.dtype == torch.float64:
+            return self.reference(q, k, v, scale=scale, enable_gqa=enable_gqa,
+                                  return_lse=return_lse, **tensors)
+        merged = self._inputs(q, k, v, tensors, enable_gqa)
+        if q.shape[-1] > 256 or v.shape[-1] > 256:
+            raise ValueError(f"q: expected head dims of at most 256, got D={q.shape[-1]}, "
+                             f"Dv={v.shape[-1]}")
+        scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+        out, lse = ops.run(self.lowered, self.program, q, k, v, merged, scale)
+        return (out, lse) if return_lse else out
+
+    def kernel_source(self, kind: str = "fwd", *, dtype=torch.bfloat16, head_dim: int = 64,
+                      head_dim_v: int | None = None, group: int = 1) -> str:
+        """The generated Triton source of one kernel: fwd, bwd_preprocess, bwd_dkdv or bwd_dq."""
+        if kind not in KINDS:
+            raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+        spec = Spec(DTYPES[dtype], head_dim, head_dim_v or head_dim, group)
+        return kernel_sources(self.lowered, self.program, spec)[kind]
+
+    def block_mask(self, B: int, H: int, Lq: int, Lk: int, *, block: int = SPARSE_BLOCK,
+                   device="cpu", **tensors) -> BlockMask:
+        """The tile classification the kernels use, for these sizes."""
+        merged = {n: t.to(device) for n, t in {**self.tensors, **tensors}.items()}
+        return build_block_mask(self.lowered, B, H, Lq, Lk, merged, block, block, device)
 
     def __repr__(self) -> str:
         return f"<attnforge.Variant {self.program.name}>"
@@ -97,4 +127,10 @@ def attention(q, k, v, score_mod=None, mask_mod=None, *, scale=None, enable_gqa=
                                   return_lse=return_lse)
 
 
-__all__ = ["Variant", "compile_variant", "attention", "DSLError"]
+def block_mask(mask_mod, B: int, H: int, Lq: int, Lk: int, *, block: int = SPARSE_BLOCK,
+               device="cpu") -> BlockMask:
+    """Tile classification of a mask_mod (FlexAttention's create_block_mask, from the IR)."""
+    return compile_variant(mask_mod=mask_mod).block_mask(B, H, Lq, Lk, block=block, device=device)
+
+
+__all__ = ["Variant", "compile_variant", "attention", "block_mask", "DSLError"]

@@ -1,0 +1,110 @@
+"""Codegen: a lowered Program + a specialization -> Triton source per kernel kind (jinja2)."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import jinja2
+
+from ..ir.expr import Const, Var, walk
+from ..ir.printer import print_program
+from ..ir.program import Program
+from .configs import SPARSE_BLOCK, TileConfig, tile_config
+from .render import Axis, loaded_params, render_block
+
+KINDS = ("fwd", "bwd_preprocess", "bwd_dkdv", "bwd_dq")
+TEMPLATE = {"fwd": "fwd.py.jinja", "bwd_preprocess": "bwd.py.jinja", "bwd_dkdv": "bwd.py.jinja",
+            "bwd_dq": "bwd.py.jinja"}
+# q rows x kv columns (fwd, dq) and the transposed orientation of the dK/dV kernel
+ROWS_Q = {"q_idx": Axis("o_m[:, None]", "m_m[:, None]"), "kv_idx": Axis("o_n[None, :]", "m_n[None, :]")}
+ROWS_KV = {"q_idx": Axis("o_m[None, :]", "m_m[None, :]"), "kv_idx": Axis("o_n[:, None]", "m_n[:, None]")}
+SCALARS = {"b": "i_b", "h": "i_h", "score": "qk"}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a kernel is specialized on. Lengths, batch and heads are runtime arguments."""
+
+    dtype: str      # "float16" | "bfloat16" | "float32"
+    d: int
+    dv: int
+    group: int      # query heads per kv head
+
+    @property
+    def block_d(self) -> int:
+        return max(16, 1 << (self.d - 1).bit_length())
+
+    @property
+    def block_dv(self) -> int:
+        return max(16, 1 << (self.dv - 1).bit_length())
+
+
+@cache
+def _env() -> jinja2.Environment:
+    root = resources.files(__package__) / "templates"
+    sources = {p.name: p.read_text() for p in root.iterdir() if p.name.endswith(".jinja")}
+    return jinja2.Environment(loader=jinja2.DictLoader(sources), undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True, trim_blocks=False)
+
+
+def ir_hash(prog: Program) -> str:
+    return hashlib.sha256(repr(prog).encode()).hexdigest()[:16]
+
+
+def template_hash() -> str:
+    text = "".join(_env().loader.get_source(_env(), n)[0] for n in sorted(set(TEMPLATE.values())) +
+                   ["common.py.jinja"])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _context(prog: Program, source: Program, spec: Spec) -> dict:
+    flex = prog.as_flex()
+    if flex is None:
+        raise NotImplementedError(f"variant `{prog.name}`: kernels exist for one softmax branch "
+                                  "with a static mask; other branch kinds come in later issues")
+    score, mask = flex
+    (grad,) = prog.grads
+    params = loaded_params(score, *([mask] if mask is not None else []), grad.d_score)
+    sig = "".join(f" p_{p}," + "".join(f" s_{p}_{d}," for d in range(len(prog.param(p).shape)))
+                  for p in params)
+    identity = score == Var("score", "float")
+    dscore_one = grad.d_score == Const(1.0, "float")
+
+    def block(e, target, axes, indent=4):
+        code = render_block(e, target, axes, SCALARS, indent=" " * indent)
+        if target == "z" and not any(isinstance(n, Var) and n.name == "score" for n in walk(e)):
+            code += f"\n{' ' * indent}z = tl.broadcast_to(z, qk.shape)"
+        return code
+
+    return {
+        "name": prog.name, "ir_hash": ir_hash(prog),
+        "source_lines": print_program(source).rstrip("\n").splitlines(),
+        "dtype": spec.dtype, "d": spec.d, "dv": spec.dv, "group": spec.group,
+        "param_sig": sig, "param_args": sig.replace(" s_", " s_"),
+        "has_mask": mask is not None, "score_is_identity": identity, "dscore_is_one": dscore_one,
+        "score_fwd": "" if identity else block(score, "z", ROWS_Q),
+        "score_bwd": "" if identity else block(score, "z", ROWS_KV),
+        "mask_fwd": "" if mask is None else block(mask, "keep", ROWS_Q, 8),
+        "mask_bwd": "" if mask is None else block(mask, "keep", ROWS_KV, 8),
+        "dscore_fwd": "" if dscore_one else block(grad.d_score, "g", ROWS_Q),
+        "dscore_bwd": "" if dscore_one else block(grad.d_score, "g", ROWS_KV),
+    }
+
+
+def generate(prog: Program, source: Program, spec: Spec) -> dict[str, str]:
+    """Triton module source for every kernel kind. `prog` is lowered, `source` as the user wrote it."""
+    ctx = _context(prog, source, spec)
+    return {kind: _env().get_template(TEMPLATE[kind]).render(kind=kind, spec=ctx) for kind in KINDS}
+
+
+def captured_params(prog: Program) -> list[str]:
+    """Captured tensors the kernels read, in kernel-argument order."""
+    score, mask = prog.as_flex()
+    (grad,) = prog.grads
+    return loaded_params(score, *([mask] if mask is not None else []), grad.d_score)
+
+
+__all__ = ["KINDS", "Spec", "TileConfig", "SPARSE_BLOCK", "generate", "tile_config", "ir_hash",
+           "template_hash", "captured_params"]

@@ -1,0 +1,192 @@
+"""IR expressions -> Triton source lines.
+
+A `Renderer` maps the IR's variables to names in the kernel (`score` -> `qk`, `q_idx` -> `o_m[:, None]`
+...), emits one assignment per expression node that is used more than once (so generated code reads
+like hand-written code and shared subexpressions are computed once), and renders captured-tensor
+reads as masked loads. Python semantics are kept: `//` and `%` floor toward -inf (Triton's truncate)
+unless both operands are provably non-negative; `&`, `|`, `~` are logical on bool, bitwise on int.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..ir.expr import (BOOL, FLOAT, INT, Binary, Call, Cast, Const, Expr, Load, Unary, Var, Where,
+                       children, walk)
+from ..ir.printer import format_const
+
+TL_FUNCS = {"exp": "tl.exp", "exp2": "tl.exp2", "log": "tl.log", "log2": "tl.log2",
+            "sqrt": "tl.sqrt", "rsqrt": "tl.rsqrt", "sigmoid": "tl.sigmoid", "sin": "tl.sin",
+            "cos": "tl.cos", "abs": "tl.abs", "floor": "tl.floor", "ceil": "tl.ceil",
+            "tanh": "_tanh", "sign": "_sign"}
+TL_TYPES = {FLOAT: "tl.float32", INT: "tl.int32", BOOL: "tl.int1"}
+SIMPLE_OPS = {"add": "+", "sub": "-", "mul": "*", "lt": "<", "le": "<=", "gt": ">", "ge": ">=",
+              "eq": "==", "ne": "!=", "and": "&", "or": "|", "xor": "^", "lshift": "<<",
+              "rshift": ">>"}
+
+
+@dataclass
+class Axis:
+    """How an index variable appears in a kernel: its Triton expression and its valid-mask."""
+
+    code: str
+    valid: str | None = None
+
+
+@dataclass
+class Renderer:
+    """`axes` maps q_idx / kv_idx to tile vectors, `scalars` maps b, h, score and others to names."""
+
+    axes: dict[str, Axis]
+    scalars: dict[str, str]
+    prefix: str = "t"
+    lines: list[str] = field(default_factory=list)
+    names: dict[Expr, str] = field(default_factory=dict)
+
+    def render(self, e: Expr, target: str | None = None) -> str:
+        """Emit the statements computing `e`; returns the expression naming its value."""
+        uses: dict[Expr, int] = {}
+        for n in walk(e):
+            for k in children(n):
+                uses[k] = uses.get(k, 0) + 1
+        self._uses = uses
+        code = self._expr(e)
+        if target is not None:
+            self.lines.append(f"{target} = {code}")
+            return target
+        return code
+
+    def _expr(self, e: Expr) -> str:
+        if e in self.names:
+            return self.names[e]
+        code = self._code(e)
+        if isinstance(e, Load):
+            # captured-tensor reads get their own line: b_<tensor>[_k]
+            taken = sum(1 for n in self.names.values() if n.startswith(f"b_{e.param}"))
+            name = f"b_{e.param}" + (f"_{taken}" if taken else "")
+            self.lines.append(f"{name} = {code}")
+            self.names[e] = name
+            return name
+        if self._uses.get(e, 0) > 1 and not isinstance(e, (Const, Var)):
+            name = f"{self.prefix}{len(self.names)}"
+            self.lines.append(f"{name} = {code}")
+            self.names[e] = name
+            return name
+        return code
+
+    def _code(self, e: Expr) -> str:
+        match e:
+            case Const(value=v, dtype=t):
+                if t == BOOL:
+                    return "True" if v else "False"
+                text = format_const(v)
+                return "float('-inf')" if text == "(-inf)" else "float('inf')" if text == "inf" \
+                    else text
+            case Var(name=n) if n in self.axes:
+                return self.axes[n].code
+            case Var(name=n):
+                return self.scalars[n]
+            case Load():
+                return self._load(e)
+            case Unary(op="neg", x=x):
+                return f"-{self._wrap(x)}"
+            case Unary(op="not", x=x):
+                return f"~{self._wrap(x)}"
+            case Call(fn=fn, x=x):
+                arg = self._expr(x)
+                if fn not in ("abs", "sign", "floor", "ceil") and x.dtype != FLOAT:
+                    arg = f"({arg}).to(tl.float32)"
+                return f"{TL_FUNCS[fn]}({arg})"
+            case Cast(x=x, dtype=t):
+                return f"({self._expr(x)} != 0)" if t == BOOL else f"({self._expr(x)}).to({TL_TYPES[t]})"
+            case Where(cond=c, a=a, b=b):
+                return f"tl.where({self._expr(c)}, {self._expr(a)}, {self._expr(b)})"
+            case Binary(op=op, a=a, b=b):
+                return self._binary(op, a, b, e)
+        raise NotImplementedError(f"cannot render {type(e).__name__} in a kernel")
+
+    def _wrap(self, e: Expr) -> str:
+        code = self._expr(e)
+        return code if _atomic(code) else f"({code})"
+
+    def _binary(self, op: str, a: Expr, b: Expr, e: Expr) -> str:
+        x, y = self._wrap(a), self._wrap(b)
+        if op in SIMPLE_OPS:
+            return f"{x} {SIMPLE_OPS[op]} {y}"
+        if op == "truediv":
+            if isinstance(a, Const):
+                x = f"({float(a.value)!r})"
+            elif a.dtype != FLOAT:
+                x = f"{x}.to(tl.float32)"
+            return f"{x} / {y}"
+        if op in ("min", "max"):
+            return f"tl.{op}imum({x}, {y})"
+        if op in ("floordiv", "mod"):
+            if e.dtype == FLOAT:
+                return f"tl.floor({x} / {y})" if op == "floordiv" else f"{x} - {y} * tl.floor({x} / {y})"
+            if nonneg(a) and nonneg(b):
+                return f"{x} // {y}" if op == "floordiv" else f"{x} % {y}"
+            return f"_floordiv({x}, {y})" if op == "floordiv" else f"_floormod({x}, {y})"
+        if op == "pow":
+            if isinstance(b, Const) and b.dtype == INT and 0 <= b.value <= 8:
+                return " * ".join([x] * b.value) if b.value else "1"
+            return f"_pow({x}, {y})"
+        raise NotImplementedError(op)
+
+    def _load(self, e: Load) -> str:
+        offset = " + ".join(f"{self._wrap(i)}.to(tl.int64) * s_{e.param}_{d}"
+                            for d, i in enumerate(e.index)) or "0"
+        masks = [self.axes[a].valid for a in sorted(_axes_of(e, self.axes)) if self.axes[a].valid]
+        mask = f", mask={' & '.join(masks)}, other=0" if masks else ""
+        code = f"tl.load(p_{e.param} + {offset}{mask})"
+        if e.dtype == FLOAT:
+            return f"{code}.to(tl.float32)"
+        return f"({code} != 0)" if e.dtype == BOOL else f"{code}.to(tl.int32)"
+
+
+def _atomic(code: str) -> bool:
+    """No operator at bracket depth 0: a name, literal, subscript or call."""
+    if code.startswith(("-", "~")):
+        return False
+    depth = 0
+    for ch in code:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if depth == 0 and ch == " ":
+            return False
+    return True
+
+
+def _axes_of(e: Expr, axes: dict[str, Axis]) -> set[str]:
+    return {n.name for n in walk(e) if isinstance(n, Var) and n.name in axes}
+
+
+def nonneg(e: Expr) -> bool:
+    """Provably >= 0 (indices, non-negative literals and closed combinations of them)."""
+    match e:
+        case Const(value=v):
+            return v >= 0
+        case Var(name=n):
+            return n in ("b", "h", "q_idx", "kv_idx")
+        case Binary(op="add" | "mul" | "floordiv" | "mod" | "min" | "max", a=a, b=b):
+            return nonneg(a) and nonneg(b)
+        case Call(fn="abs"):
+            return True
+    return False
+
+
+def render_block(e: Expr, target: str, axes: dict[str, Axis], scalars: dict[str, str],
+                 prefix: str = "t", indent: str = "") -> str:
+    """Statements assigning `e` to `target`, indented for a template."""
+    r = Renderer(axes, scalars, prefix)
+    r.render(e, target)
+    return "\n".join(indent + line if i else line for i, line in enumerate(r.lines))
+
+
+def loaded_params(*exprs: Expr) -> list[str]:
+    """Names of captured tensors read by the expressions, in first-use order."""
+    seen: dict[str, None] = {}
+    for e in exprs:
+        for n in walk(e):
+            if isinstance(n, Load):
+                seen.setdefault(n.param, None)
+    return list(seen)

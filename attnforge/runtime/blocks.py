@@ -1,0 +1,149 @@
+"""Block metadata: per query tile, the partial and full key tiles (and the transposed lists).
+
+Built from `classify_blocks`' tile predicates evaluated over the grid of tiles only (O(tiles), never
+the dense Lq x Lk mask), on the tensors' device, and cached per (variant, sizes, tile size,
+captured-tensor versions). Dimensions the rule does not read (b, h) are stored once and broadcast.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+from ..ir.expr import Var, walk
+from ..ir.program import Program
+from ..reference import Evaluator
+
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_SIZE = 64
+
+
+@dataclass
+class TileLists:
+    """num [BB, HH, rows] and ind [BB, HH, rows, cols] (int32), ind listing tiles in ascending order."""
+
+    num: torch.Tensor
+    ind: torch.Tensor
+
+
+@dataclass
+class BlockMask:
+    """Tile classification of a mask for one (B, H, Lq, Lk): partial and full tile lists per query
+    tile (`kv`, `kv_full`) and per key tile (`q`, `q_full`). BB/HH are 1 where the mask does not
+    depend on b/h."""
+
+    Lq: int
+    Lk: int
+    block_m: int
+    block_n: int
+    kv: TileLists
+    kv_full: TileLists
+    q: TileLists
+    q_full: TileLists
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return tuple(self.kv.ind.shape)
+
+    def to_dense(self) -> torch.Tensor:
+        """[BB, HH, q tiles, kv tiles] int8: 0 empty, 1 partial, 2 full."""
+        out = torch.zeros(self.shape, dtype=torch.int8, device=self.kv.ind.device)
+        for lists, value in ((self.kv, 1), (self.kv_full, 2)):
+            cols = torch.arange(self.shape[-1], device=out.device)
+            listed = cols < lists.num.unsqueeze(-1)
+            out.scatter_(-1, lists.ind.long(), torch.where(listed, value, 0).to(torch.int8), reduce="add")
+        return out
+
+    def sparsity(self) -> float:
+        """Percentage of tiles skipped entirely (as FlexAttention's BlockMask.sparsity)."""
+        dense = self.to_dense()
+        return 100.0 * float((dense == 0).sum()) / dense.numel()
+
+    def __str__(self) -> str:
+        dense = self.to_dense()[0, 0].cpu()
+        rows = ["".join(" .#"[int(x)] for x in row) for row in dense]
+        head = (f"BlockMask {self.Lq}x{self.Lk} in {self.block_m}x{self.block_n} tiles, "
+                f"sparsity {self.sparsity():.1f}% ('#' full, '.' partial, ' ' empty; b=0, h=0)")
+        return "\n".join([head] + [f"|{r}|" for r in rows])
+
+    def show(self) -> str:
+        """The tile grid of (b=0, h=0) as text; `save(path)` writes it as a PNG picture."""
+        text = str(self)
+        print(text)
+        return text
+
+    def save(self, path: str, scale: int = 8) -> None:
+        dense = self.to_dense()[0, 0].cpu()
+        colors = {0: (255, 255, 255), 1: (120, 160, 230), 2: (20, 50, 140)}
+        rows = []
+        for row in dense.tolist():
+            line = b"".join(bytes(colors[v]) * scale for v in row)
+            rows.extend([b"\x00" + line] * scale)
+        _write_png(path, dense.shape[1] * scale, dense.shape[0] * scale, b"".join(rows))
+
+
+def _write_png(path: str, width: int, height: int, raw: bytes) -> None:
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                + chunk(b"IEND", b""))
+
+
+def _lists(grid: torch.Tensor) -> TileLists:
+    """Tiles where `grid` is true, first in ascending order, per row of the last two dims."""
+    num = grid.sum(-1, dtype=torch.int32)
+    ind = torch.sort((~grid).to(torch.int8), dim=-1, stable=True).indices.to(torch.int32)
+    return TileLists(num.contiguous(), ind.contiguous())
+
+
+def _reads(prog: Program, name: str) -> bool:
+    return any(isinstance(n, Var) and n.name == name
+               for r in prog.block_rules for e in (r.may_true, r.may_false) for n in walk(e))
+
+
+def build_block_mask(prog: Program, B: int, H: int, Lq: int, Lk: int, tensors: dict,
+                     block_m: int, block_n: int, device) -> BlockMask:
+    nm, nn = -(-Lq // block_m), -(-Lk // block_n)
+    BB = B if _reads(prog, "b") else 1
+    HH = H if _reads(prog, "h") else 1
+    if not prog.block_rules:
+        allowed = torch.ones(BB, HH, nm, nn, dtype=torch.bool, device=device)
+        partial = torch.zeros_like(allowed)
+    else:
+        (rule,) = prog.block_rules
+        q_lo = torch.arange(nm, device=device) * block_m
+        kv_lo = torch.arange(nn, device=device) * block_n
+        env = {"b": torch.arange(BB, device=device).view(BB, 1, 1, 1),
+               "h": torch.arange(HH, device=device).view(1, HH, 1, 1),
+               "q_lo": q_lo.view(1, 1, nm, 1), "q_hi": (q_lo + block_m - 1).clamp(max=Lq - 1).view(1, 1, nm, 1),
+               "kv_lo": kv_lo.view(1, 1, 1, nn),
+               "kv_hi": (kv_lo + block_n - 1).clamp(max=Lk - 1).view(1, 1, 1, nn)}
+        ev = Evaluator(env, tensors, torch.float32, device)
+        may_true = ev(rule.may_true).expand(BB, HH, nm, nn)
+        may_false = ev(rule.may_false).expand(BB, HH, nm, nn)
+        allowed, partial = may_true, may_true & may_false
+    full = allowed & ~partial
+    return BlockMask(Lq, Lk, block_m, block_n, _lists(partial), _lists(full),
+                     _lists(partial.transpose(-1, -2)), _lists(full.transpose(-1, -2)))
+
+
+def cached_block_mask(key_prog: str, prog: Program, B, H, Lq, Lk, tensors: dict, block_m, block_n,
+                      device) -> BlockMask:
+    used = sorted({n.param for r in prog.block_rules for e in (r.may_true, r.may_false)
+                   for n in walk(e) if hasattr(n, "param")})
+    versions = tuple((n, tensors[n].data_ptr(), tensors[n]._version) for n in used)
+    key = (key_prog, B, H, Lq, Lk, block_m, block_n, str(device), versions)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    bm = build_block_mask(prog, B, H, Lq, Lk, tensors, block_m, block_n, device)
+    _CACHE[key] = bm
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return bm

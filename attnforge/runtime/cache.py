@@ -1,0 +1,96 @@
+"""Generated kernel modules, cached in memory and on disk.
+
+Key: IR hash + specialization + kernel kind + template hash + GPU capability (or "interpret") +
+torch/triton versions. Disk entries live in $ATTNFORGE_CACHE_DIR (default ~/.cache/attnforge) and
+are written atomically (temp file + rename), so two processes building the same kernel both
+succeed; an entry that fails to load is rebuilt, not fatal. Triton caches the compiled binaries of
+these sources in its own cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+import triton
+
+STATS = {"generated": 0, "disk_hits": 0, "memory_hits": 0, "rebuilt": 0}
+_MEMORY: dict[str, object] = {}
+_LOCK = threading.Lock()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ATTNFORGE_CACHE_DIR", Path.home() / ".cache" / "attnforge"))
+
+
+def device_tag(device: torch.device) -> str:
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"sm{major}{minor}"
+    return "interpret"
+
+
+def cache_key(*parts: str) -> str:
+    text = "|".join([*parts, torch.__version__, triton.__version__])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def interpreting() -> bool:
+    return triton.knobs.runtime.interpret
+
+
+def _import(path: Path, name: str, interpret: bool):
+    """Import a generated module. Triton's mode (interpreter or compiler) is fixed per process."""
+    if interpret != interpreting():
+        raise ValueError("q: CPU tensors run under Triton's interpreter and CUDA tensors under its "
+                         "compiler; one process uses one: set TRITON_INTERPRET=1 before importing "
+                         "attnforge/triton for CPU tensors, and leave it unset for CUDA tensors")
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # triton reads the kernel's source through its module
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def load_module(key: str, build, interpret: bool):
+    """The module for `key`: from memory, from disk, or `build()` (returns source) then disk."""
+    with _LOCK:
+        if key in _MEMORY:
+            STATS["memory_hits"] += 1
+            return _MEMORY[key]
+        path = cache_dir() / "kernels" / f"af_{key}.py"
+        name = f"attnforge_kernel_af_{key}"
+        mod = None
+        if path.exists():
+            try:
+                mod = _import(path, name, interpret)
+                if not hasattr(mod, "grid"):
+                    raise ImportError("incomplete kernel module")
+                STATS["disk_hits"] += 1
+            except Exception:  # noqa: BLE001 - a corrupt entry is rebuilt below
+                STATS["rebuilt"] += 1
+                mod = None
+        if mod is None:
+            _write_atomic(path, build())
+            STATS["generated"] += 1
+            mod = _import(path, name, interpret)
+        _MEMORY[key] = mod
+        return mod
+
+
+def clear_memory() -> None:
+    with _LOCK:
+        _MEMORY.clear()

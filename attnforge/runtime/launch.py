@@ -1,0 +1,134 @@
+"""Launching the generated kernels: forward, and backward for q, k, v (captured-tensor gradients are
+in `param_grads.py`). CPU tensors run under Triton's interpreter."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .. import codegen
+from ..codegen import SPARSE_BLOCK, Spec, tile_config
+from ..ir.program import Program
+from .blocks import BlockMask, TileLists, cached_block_mask
+from .cache import cache_key, device_tag, load_module
+
+DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
+
+
+@dataclass
+class Kernels:
+    """The four generated modules of one variant specialization."""
+
+    prog: Program
+    source: Program
+    spec: Spec
+    key: str
+    sources: dict[str, str]
+    modules: dict[str, object]
+
+
+def kernels_for(prog: Program, source: Program, spec: Spec, device: torch.device) -> Kernels:
+    tag = device_tag(device)
+    base = cache_key(codegen.ir_hash(prog), repr(spec), codegen.template_hash(), tag)
+    generated: dict[str, str] = {}
+
+    def build(kind):
+        def make():
+            if not generated:
+                generated.update(codegen.generate(prog, source, spec))
+            return generated[kind]
+        return make
+
+    modules = {kind: load_module(f"{base}_{kind}", build(kind), tag == "interpret")
+               for kind in codegen.KINDS}
+    return Kernels(prog, source, spec, base, generated, modules)
+
+
+def kernel_sources(prog: Program, source: Program, spec: Spec) -> dict[str, str]:
+    return codegen.generate(prog, source, spec)
+
+
+def _meta_args(lists: TileLists) -> list:
+    num, ind = lists.num, lists.ind
+    s_nb = num.stride(0) if num.shape[0] > 1 else 0
+    s_nh = num.stride(1) if num.shape[1] > 1 else 0
+    s_ib = ind.stride(0) if ind.shape[0] > 1 else 0
+    s_ih = ind.stride(1) if ind.shape[1] > 1 else 0
+    return [s_nb, s_nh, s_ib, s_ih, ind.shape[-1]]
+
+
+def _param_args(prog: Program, tensors: dict) -> list:
+    args = []
+    for name in codegen.captured_params(prog):
+        t = tensors[name]
+        args.append(t)
+        args.extend(t.stride())
+    return args
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def block_mask_for(k: Kernels, B, H, Lq, Lk, tensors, device) -> BlockMask:
+    return cached_block_mask(k.key, k.prog, B, H, Lq, Lk, tensors, SPARSE_BLOCK, SPARSE_BLOCK, device)
+
+
+def forward(k: Kernels, q, k_, v, tensors: dict, scale: float, bm: BlockMask):
+    B, H, Lq, D = q.shape
+    Lk, DV = k_.shape[2], v.shape[3]
+    out = torch.empty(B, H, Lq, DV, dtype=q.dtype, device=q.device)
+    lse = torch.empty(B, H, Lq, dtype=torch.float32, device=q.device)
+    cfg = tile_config("fwd", k.spec.block_d)
+    mod = k.modules["fwd"]
+    mod.attn_fwd[mod.grid(Lq, B * H, cfg.block_m)](
+        q, k_, v, out, lse, *q.stride(), *k_.stride(), *v.stride(), *out.stride(),
+        lse.stride(0), lse.stride(1), Lq, Lk, H, scale,
+        bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, *_meta_args(bm.kv),
+        *_param_args(k.prog, tensors),
+        GROUP=k.spec.group, D=D, DV=DV, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+        BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m,
+        SPARSE_N=bm.block_n, PRECISION=_precision(q.dtype), **_launch(cfg, q))
+    return out, lse
+
+
+def _launch(cfg, q) -> dict:
+    return {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages} if q.is_cuda else {}
+
+
+def backward(k: Kernels, do, dlse, q, k_, v, out, lse, tensors: dict, scale: float, bm: BlockMask):
+    """dq, dk, dv (dk, dv per kv head: GQA groups are summed inside the kernel) and delta."""
+    B, H, Lq, D = q.shape
+    HKV, Lk, DV = k_.shape[1], k_.shape[2], v.shape[3]
+    do = do.contiguous()
+    delta = torch.empty(B, H, Lq, dtype=torch.float32, device=q.device)
+    pre = tile_config("bwd_preprocess", k.spec.block_dv)
+    mod = k.modules["bwd_preprocess"]
+    has_dlse = dlse is not None
+    dlse_arg = dlse.contiguous() if has_dlse else delta
+    mod.attn_bwd_preprocess[mod.grid(Lq, B * H, pre.block_m)](
+        out, do, dlse_arg, delta, *out.stride(), *do.stride(), Lq, H, HAS_DLSE=has_dlse, DV=DV,
+        BLOCK_M=pre.block_m, BLOCK_DV=k.spec.block_dv, **_launch(pre, q))
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k_), torch.empty_like(v)
+    params = _param_args(k.prog, tensors)
+    common = dict(GROUP=k.spec.group, D=D, DV=DV, BLOCK_D=k.spec.block_d,
+                  BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m, SPARSE_N=bm.block_n,
+                  PRECISION=_precision(q.dtype))
+    cfg = tile_config("bwd_dkdv", k.spec.block_d)
+    mod = k.modules["bwd_dkdv"]
+    mod.attn_bwd_dkdv[mod.grid(Lk, B * HKV, cfg.block_n)](
+        q, k_, v, do, lse, delta, dk, dv, *q.stride(), *k_.stride(), *v.stride(), *do.stride(),
+        Lq, Lk, H, HKV, scale, bm.q.num, bm.q.ind, bm.q_full.num, bm.q_full.ind, *_meta_args(bm.q),
+        *params, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **common, **_launch(cfg, q))
+    cfg = tile_config("bwd_dq", k.spec.block_d)
+    mod = k.modules["bwd_dq"]
+    mod.attn_bwd_dq[mod.grid(Lq, B * H, cfg.block_m)](
+        q, k_, v, do, lse, delta, dq, *q.stride(), *k_.stride(), *v.stride(), *do.stride(),
+        Lq, Lk, H, scale, bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, *_meta_args(bm.kv),
+        *params, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **common, **_launch(cfg, q))
+    return dq, dk, dv, delta
+
+
+def default_scale(q) -> float:
+    return 1.0 / math.sqrt(q.shape[-1])

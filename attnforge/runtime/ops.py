@@ -1,0 +1,101 @@
+"""PyTorch integration: `attnforge::attention` as a torch.library custom op (with a fake
+implementation, so torch.compile traces through it without graph breaks) and its autograd formula."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..codegen import Spec, captured_params, ir_hash
+from ..ir.program import Program
+from . import launch
+from .param_grads import param_grads
+
+
+@dataclass(frozen=True)
+class Registered:
+    prog: Program      # lowered
+    source: Program    # as written
+    params: tuple[str, ...]
+
+
+_VARIANTS: dict[str, Registered] = {}
+
+
+def register(prog: Program, source: Program) -> str:
+    key = ir_hash(prog)
+    _VARIANTS.setdefault(key, Registered(prog, source, tuple(captured_params(prog))))
+    return key
+
+
+def _kernels(key: str, q: Tensor, k: Tensor, v: Tensor) -> launch.Kernels:
+    reg = _VARIANTS[key]
+    spec = Spec(launch.DTYPES[q.dtype], q.shape[-1], v.shape[-1], q.shape[1] // k.shape[1])
+    return launch.kernels_for(reg.prog, reg.source, spec, q.device)
+
+
+def _named(key: str, tensors) -> dict:
+    return dict(zip(_VARIANTS[key].params, tensors))
+
+
+@torch.library.custom_op("attnforge::attention", mutates_args=())
+def attention_op(q: Tensor, k: Tensor, v: Tensor, tensors: list[Tensor], variant: str,
+                 scale: float) -> tuple[Tensor, Tensor]:
+    kern = _kernels(variant, q, k, v)
+    named = _named(variant, tensors)
+    B, H, Lq, _ = q.shape
+    bm = launch.block_mask_for(kern, B, H, Lq, k.shape[2], named, q.device)
+    return launch.forward(kern, q, k, v, named, scale, bm)
+
+
+@attention_op.register_fake
+def _(q, k, v, tensors, variant, scale):
+    B, H, Lq, _ = q.shape
+    return q.new_empty(B, H, Lq, v.shape[-1]), q.new_empty(B, H, Lq, dtype=torch.float32)
+
+
+@torch.library.custom_op("attnforge::attention_backward", mutates_args=())
+def attention_backward_op(do: Tensor, dlse: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor,
+                          lse: Tensor, tensors: list[Tensor], wanted: list[bool], variant: str,
+                          scale: float) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+    kern = _kernels(variant, q, k, v)
+    named = _named(variant, tensors)
+    B, H, Lq, _ = q.shape
+    bm = launch.block_mask_for(kern, B, H, Lq, k.shape[2], named, q.device)
+    dq, dk, dv, delta = launch.backward(kern, do, dlse, q, k, v, out, lse, named, scale, bm)
+    names = [n for n, w in zip(_VARIANTS[variant].params, wanted) if w]
+    grads = param_grads(kern.prog, q, k, v, do, lse, delta, named, scale, names)
+    return dq, dk, dv, [grads[n] for n in names]
+
+
+@attention_backward_op.register_fake
+def _(do, dlse, q, k, v, out, lse, tensors, wanted, variant, scale):
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v),
+            [torch.empty_like(t) for t, w in zip(tensors, wanted) if w])
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, tensors, variant, scale = inputs
+    out, lse = output
+    ctx.variant, ctx.scale, ctx.n = variant, scale, len(tensors)
+    ctx.wanted = [t.is_floating_point() and t.requires_grad for t in tensors]
+    ctx.save_for_backward(q, k, v, out, lse, *tensors)
+
+
+def _backward(ctx, dout, dlse):
+    q, k, v, out, lse, *tensors = ctx.saved_tensors
+    dq, dk, dv, dparams = attention_backward_op(dout, dlse, q, k, v, out, lse, tensors, ctx.wanted,
+                                                ctx.variant, ctx.scale)
+    it = iter(dparams)
+    return dq, dk, dv, [next(it) if w else None for w in ctx.wanted], None, None
+
+
+attention_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def run(prog: Program, source: Program, q, k, v, tensors: dict, scale: float):
+    """(out, lse) through the generated kernels."""
+    key = register(prog, source)
+    params = [tensors[n].contiguous() for n in _VARIANTS[key].params]
+    return attention_op(q.contiguous(), k.contiguous(), v.contiguous(), params, key, float(scale))
