@@ -6,12 +6,13 @@ import math
 from dataclasses import dataclass
 
 import torch
+import triton.language as tl
 
 from .. import codegen
 from ..codegen import SPARSE_BLOCK, Spec, tile_config
 from ..ir.program import Program
 from .blocks import BlockMask, TileLists, cached_block_mask
-from .cache import cache_key, device_tag, load_module
+from .cache import cache_key, device_tag, interpreting, load_module
 
 DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
 
@@ -67,8 +68,13 @@ def _param_args(prog: Program, tensors: dict) -> list:
     return args
 
 
-def _precision(dtype: torch.dtype) -> str:
-    return "ieee" if dtype == torch.float32 else "tf32"
+def _precision(dtype: torch.dtype) -> dict:
+    """tl.dot settings: exact fp32 products for fp32 inputs; bf16 operands are widened under the
+    interpreter, whose bf16 dot is wrong (Triton 3.9)."""
+    dot = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}[dtype]
+    if dtype == torch.bfloat16 and interpreting():
+        dot = tl.float32
+    return {"PRECISION": "ieee" if dtype == torch.float32 else "tf32", "DOT": dot}
 
 
 def block_mask_for(k: Kernels, B, H, Lq, Lk, tensors, device) -> BlockMask:
@@ -89,7 +95,7 @@ def forward(k: Kernels, q, k_, v, tensors: dict, scale: float, bm: BlockMask):
         *_param_args(k.prog, tensors),
         GROUP=k.spec.group, D=D, DV=DV, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
         BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m,
-        SPARSE_N=bm.block_n, PRECISION=_precision(q.dtype), **_launch(cfg, q))
+        SPARSE_N=bm.block_n, **_precision(q.dtype), **_launch(cfg, q))
     return out, lse
 
 
@@ -114,7 +120,7 @@ def backward(k: Kernels, do, dlse, q, k_, v, out, lse, tensors: dict, scale: flo
     params = _param_args(k.prog, tensors)
     common = dict(GROUP=k.spec.group, D=D, DV=DV, BLOCK_D=k.spec.block_d,
                   BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m, SPARSE_N=bm.block_n,
-                  PRECISION=_precision(q.dtype))
+                  **_precision(q.dtype))
     cfg = tile_config("bwd_dkdv", k.spec.block_d)
     mod = k.modules["bwd_dkdv"]
     mod.attn_bwd_dkdv[mod.grid(Lk, B * HKV, cfg.block_n)](

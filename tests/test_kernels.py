@@ -1,0 +1,135 @@
+"""Generated Triton kernels (CPU: Triton's interpreter) against the float64 reference.
+
+Rule for out, lse and every gradient: max|kernel - gold| <= 2 * max|eager_lowp - gold| + atol,
+where eager_lowp is the reference evaluated in the test dtype."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attnforge
+from conftest import EXAMPLES, assert_close_rule, load_example
+
+ATOL = {torch.float32: (3e-6, 3e-5), torch.float16: (2e-3, 2e-2), torch.bfloat16: (1e-2, 1e-1)}
+
+
+def _inputs(B, Hq, Hkv, Lq, Lk, D, Dv, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, Hq, Lq, D, generator=g)
+    k = torch.randn(B, Hkv, Lk, D, generator=g)
+    v = torch.randn(B, Hkv, Lk, Dv, generator=g)
+    do = torch.randn(B, Hq, Lq, Dv, generator=g)
+    dlse = torch.randn(B, Hq, Lq, generator=g)
+    return [t.to(dtype) for t in (q, k, v, do)] + [dlse]
+
+
+def _run(fn, q, k, v, do, dlse, tensors: dict):
+    """out, lse and gradients of (out * do).sum() + (lse * dlse).sum() for q, k, v and tensors."""
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    learn = {n: t.detach().clone().requires_grad_() for n, t in tensors.items() if t.is_floating_point()}
+    out, lse = fn(*leaves, **{**tensors, **learn})
+    live = torch.isfinite(lse)
+    loss = (out.double() * do.double()).sum() + (lse.double() * dlse.double())[live].sum()
+    loss.backward()
+    return [out, lse] + [t.grad for t in leaves] + [learn[n].grad for n in sorted(learn)]
+
+
+def check_variant(variant, B, Hq, Hkv, Lq, Lk, D, Dv, dtype, tensors=None, seed=0):
+    tensors = dict(variant.tensors if tensors is None else tensors)
+    q, k, v, do, dlse = _inputs(B, Hq, Hkv, Lq, Lk, D, Dv, dtype, seed)
+    gqa = Hq != Hkv
+
+    def kernel(q, k, v, **t):
+        return variant(q, k, v, return_lse=True, enable_gqa=gqa, **t)
+
+    def eager(q, k, v, **t):
+        return variant.reference(q, k, v, return_lse=True, enable_gqa=gqa, **t)
+
+    def cast(ts, dt):
+        return {n: t.to(dt) if t.is_floating_point() else t for n, t in ts.items()}
+
+    got = _run(kernel, q, k, v, do, dlse, cast(tensors, torch.float32))
+    gold = _run(eager, q.double(), k.double(), v.double(), do, dlse, cast(tensors, torch.float64))
+    lowp = _run(eager, q, k, v, do, dlse, cast(tensors, dtype))
+    names = ["out", "lse", "dq", "dk", "dv"] + sorted(n for n, t in tensors.items() if t.is_floating_point())
+    for i, (name, a, b, c) in enumerate(zip(names, got, gold, lowp)):
+        atol = ATOL[dtype][0 if i < 2 else 1]
+        assert_close_rule(name, a, b, c, atol=atol * max(1.0, b.abs().max().item()))
+    return got
+
+
+EXAMPLE_NAMES = ["causal", "sliding_window", "prefix_lm", "document", "alibi", "softcap", "rel_bias",
+                 "per_head"]
+
+
+@pytest.mark.parametrize("name", EXAMPLE_NAMES)
+def test_examples_fwd_bwd(name):
+    mod = load_example(name)
+    variant = attnforge.compile(score_mod=mod.score_mod, mask_mod=mod.mask_mod)
+    check_variant(variant, 2, 4, 4, 256, 256, 32, 32, torch.float32)
+
+
+@pytest.mark.parametrize("name", EXAMPLE_NAMES)
+def test_examples_dsl_bf16(name):
+    """The DSL versions, in bfloat16, with the snippet's captured tensors."""
+    mod = load_example(name)
+    tensors = attnforge.compile(score_mod=mod.score_mod, mask_mod=mod.mask_mod).tensors
+    variant = attnforge.compile(str(EXAMPLES / f"{name}.attn"))
+    check_variant(variant, 1, 4, 4, 256, 256, 32, 32, torch.bfloat16, tensors=tensors)
+
+
+SHAPES = [  # B, Hq, Hkv, Lq, Lk, D, Dv, dtype
+    (1, 2, 2, 200, 200, 24, 24, torch.float32),
+    (2, 2, 2, 77, 200, 72, 72, torch.float16),
+    (1, 8, 2, 150, 150, 32, 48, torch.float32),
+    (1, 4, 1, 200, 77, 16, 16, torch.bfloat16),
+    (1, 2, 2, 130, 130, 96, 64, torch.float32),
+]
+
+
+def _ids(s):
+    B, Hq, Hkv, Lq, Lk, D, Dv, dt = s
+    return f"B{B}-H{Hq}:{Hkv}-Lq{Lq}-Lk{Lk}-D{D}-Dv{Dv}-{str(dt).split('.')[1]}"
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[_ids(s) for s in SHAPES])
+def test_odd_shapes(shape):
+    B, Hq, Hkv, Lq, Lk, D, Dv, dtype = shape
+    src = """attention banded() {
+      score = 20.0 * tanh(score / 20.0) - 0.01 * abs(q_idx - kv_idx)
+      mask = (kv_idx <= q_idx + 40) & (kv_idx + 60 > q_idx)
+    }"""
+    check_variant(attnforge.compile(src), B, Hq, Hkv, Lq, Lk, D, Dv, dtype)
+
+
+def test_fully_masked_rows():
+    v = attnforge.compile("attention strict() { mask = (kv_idx < q_idx) & (q_idx != 100) }")
+    out, lse, dq, dk, dv = check_variant(v, 1, 2, 2, 150, 150, 32, 32, torch.float32)
+    for row in (0, 100):
+        assert (out[:, :, row] == 0).all() and torch.isneginf(lse[:, :, row]).all()
+        assert (dq[:, :, row] == 0).all()
+    for t in (out, dq, dk, dv):
+        assert not torch.isnan(t).any()
+
+
+def test_no_mask_and_learnable_tensor_read_twice():
+    bias = torch.randn(4, 64, dtype=torch.float32) * 0.3
+
+    def two_reads(score, b, h, q_idx, kv_idx):
+        return score + bias[h, q_idx % 64] * bias[h, kv_idx % 64]
+
+    check_variant(attnforge.compile(score_mod=two_reads), 1, 4, 4, 100, 120, 16, 16, torch.float32)
+
+
+def test_captured_gradients_are_deterministic():
+    mod = load_example("rel_bias")
+    variant = attnforge.compile(score_mod=mod.score_mod, mask_mod=mod.mask_mod)
+    grads = []
+    for _ in range(2):
+        bias = mod.rel_bias.detach().clone().requires_grad_()
+        q, k, v, do, _ = _inputs(1, 4, 4, 256, 256, 16, 16, torch.float32, seed=7)
+        out = variant(q, k, v, rel_bias=bias)
+        (out * do).sum().backward()
+        grads.append(bias.grad)
+    assert torch.equal(grads[0], grads[1])
+    assert grads[0].abs().sum() > 0
