@@ -54,7 +54,7 @@ class BlockMask:
         for lists, value in ((self.kv, 1), (self.kv_full, 2)):
             cols = torch.arange(self.shape[-1], device=out.device)
             listed = cols < lists.num.unsqueeze(-1)
-            out.scatter_(-1, lists.ind.long(), torch.where(listed, value, 0).to(torch.int8), reduce="add")
+            out.scatter_add_(-1, lists.ind.long(), torch.where(listed, value, 0).to(torch.int8))
         return out
 
     def sparsity(self) -> float:

@@ -29,6 +29,8 @@ def cache_dir() -> Path:
 
 
 def device_tag(device: torch.device) -> str:
+    if device.type == "meta":
+        return "sm90-aot"
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         return f"sm{major}{minor}"

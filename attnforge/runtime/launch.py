@@ -81,58 +81,88 @@ def block_mask_for(k: Kernels, B, H, Lq, Lk, tensors, device) -> BlockMask:
     return cached_block_mask(k.key, k.prog, B, H, Lq, Lk, tensors, SPARSE_BLOCK, SPARSE_BLOCK, device)
 
 
-def forward(k: Kernels, q, k_, v, tensors: dict, scale: float, bm: BlockMask):
+@dataclass
+class Call:
+    """One kernel launch: the module's kernel, its grid, arguments, constexprs and launch options."""
+
+    kind: str
+    fn_name: str
+    grid_args: tuple
+    args: list
+    constexprs: dict
+    options: dict
+
+
+def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: BlockMask) -> Call:
     B, H, Lq, D = q.shape
     Lk, DV = k_.shape[2], v.shape[3]
-    out = torch.empty(B, H, Lq, DV, dtype=q.dtype, device=q.device)
-    lse = torch.empty(B, H, Lq, dtype=torch.float32, device=q.device)
     cfg = tile_config("fwd", k.spec.block_d)
-    mod = k.modules["fwd"]
-    mod.attn_fwd[mod.grid(Lq, B * H, cfg.block_m)](
-        q, k_, v, out, lse, *q.stride(), *k_.stride(), *v.stride(), *out.stride(),
-        lse.stride(0), lse.stride(1), Lq, Lk, H, scale,
-        bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, *_meta_args(bm.kv),
-        *_param_args(k.prog, tensors),
-        GROUP=k.spec.group, D=D, DV=DV, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-        BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m,
-        SPARSE_N=bm.block_n, **_precision(q.dtype), **_launch(cfg, q))
+    args = [q, k_, v, out, lse, *q.stride(), *k_.stride(), *v.stride(), *out.stride(),
+            lse.stride(0), lse.stride(1), Lq, Lk, H, scale,
+            bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, *_meta_args(bm.kv),
+            *_param_args(k.prog, tensors)]
+    consts = dict(GROUP=k.spec.group, D=D, DV=DV, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+                  BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m,
+                  SPARSE_N=bm.block_n, **_precision(q.dtype))
+    return Call("fwd", "attn_fwd", (Lq, B * H, cfg.block_m), args, consts, _options(cfg))
+
+
+def bwd_calls(k: Kernels, do, dlse, q, k_, v, out, lse, delta, dq, dk, dv, tensors: dict,
+              scale: float, bm: BlockMask) -> list[Call]:
+    """preprocess (delta = rowsum(dO * O) - dLSE), then dK/dV and dQ."""
+    B, H, Lq, D = q.shape
+    HKV, Lk, DV = k_.shape[1], k_.shape[2], v.shape[3]
+    pre = tile_config("bwd_preprocess", k.spec.block_dv)
+    has_dlse = dlse is not None
+    calls = [Call("bwd_preprocess", "attn_bwd_preprocess", (Lq, B * H, pre.block_m),
+                  [out, do, dlse if has_dlse else delta, delta, *out.stride(), *do.stride(), Lq, H],
+                  dict(HAS_DLSE=has_dlse, DV=DV, BLOCK_M=pre.block_m, BLOCK_DV=k.spec.block_dv),
+                  _options(pre))]
+    params = _param_args(k.prog, tensors)
+    common = dict(GROUP=k.spec.group, D=D, DV=DV, BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv,
+                  SPARSE_M=bm.block_m, SPARSE_N=bm.block_n, **_precision(q.dtype))
+    strides = [*q.stride(), *k_.stride(), *v.stride(), *do.stride()]
+    cfg = tile_config("bwd_dkdv", k.spec.block_d)
+    calls.append(Call("bwd_dkdv", "attn_bwd_dkdv", (Lk, B * HKV, cfg.block_n),
+                      [q, k_, v, do, lse, delta, dk, dv, *strides, Lq, Lk, H, HKV, scale,
+                       bm.q.num, bm.q.ind, bm.q_full.num, bm.q_full.ind, *_meta_args(bm.q), *params],
+                      dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **common), _options(cfg)))
+    cfg = tile_config("bwd_dq", k.spec.block_d)
+    calls.append(Call("bwd_dq", "attn_bwd_dq", (Lq, B * H, cfg.block_m),
+                      [q, k_, v, do, lse, delta, dq, *strides, Lq, Lk, H, scale,
+                       bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, *_meta_args(bm.kv),
+                       *params],
+                      dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **common), _options(cfg)))
+    return calls
+
+
+def _options(cfg) -> dict:
+    return {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+
+
+def launch(k: Kernels, call: Call) -> None:
+    mod = k.modules[call.kind]
+    opts = call.options if not interpreting() else {}
+    getattr(mod, call.fn_name)[mod.grid(*call.grid_args)](*call.args, **call.constexprs, **opts)
+
+
+def forward(k: Kernels, q, k_, v, tensors: dict, scale: float, bm: BlockMask):
+    B, H, Lq, _ = q.shape
+    out = torch.empty(B, H, Lq, v.shape[3], dtype=q.dtype, device=q.device)
+    lse = torch.empty(B, H, Lq, dtype=torch.float32, device=q.device)
+    launch(k, fwd_call(k, q, k_, v, out, lse, tensors, scale, bm))
     return out, lse
-
-
-def _launch(cfg, q) -> dict:
-    return {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages} if q.is_cuda else {}
 
 
 def backward(k: Kernels, do, dlse, q, k_, v, out, lse, tensors: dict, scale: float, bm: BlockMask):
     """dq, dk, dv (dk, dv per kv head: GQA groups are summed inside the kernel) and delta."""
-    B, H, Lq, D = q.shape
-    HKV, Lk, DV = k_.shape[1], k_.shape[2], v.shape[3]
-    do = do.contiguous()
+    B, H, Lq, _ = q.shape
     delta = torch.empty(B, H, Lq, dtype=torch.float32, device=q.device)
-    pre = tile_config("bwd_preprocess", k.spec.block_dv)
-    mod = k.modules["bwd_preprocess"]
-    has_dlse = dlse is not None
-    dlse_arg = dlse.contiguous() if has_dlse else delta
-    mod.attn_bwd_preprocess[mod.grid(Lq, B * H, pre.block_m)](
-        out, do, dlse_arg, delta, *out.stride(), *do.stride(), Lq, H, HAS_DLSE=has_dlse, DV=DV,
-        BLOCK_M=pre.block_m, BLOCK_DV=k.spec.block_dv, **_launch(pre, q))
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k_), torch.empty_like(v)
-    params = _param_args(k.prog, tensors)
-    common = dict(GROUP=k.spec.group, D=D, DV=DV, BLOCK_D=k.spec.block_d,
-                  BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m, SPARSE_N=bm.block_n,
-                  **_precision(q.dtype))
-    cfg = tile_config("bwd_dkdv", k.spec.block_d)
-    mod = k.modules["bwd_dkdv"]
-    mod.attn_bwd_dkdv[mod.grid(Lk, B * HKV, cfg.block_n)](
-        q, k_, v, do, lse, delta, dk, dv, *q.stride(), *k_.stride(), *v.stride(), *do.stride(),
-        Lq, Lk, H, HKV, scale, bm.q.num, bm.q.ind, bm.q_full.num, bm.q_full.ind, *_meta_args(bm.q),
-        *params, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **common, **_launch(cfg, q))
-    cfg = tile_config("bwd_dq", k.spec.block_d)
-    mod = k.modules["bwd_dq"]
-    mod.attn_bwd_dq[mod.grid(Lq, B * H, cfg.block_m)](
-        q, k_, v, do, lse, delta, dq, *q.stride(), *k_.stride(), *v.stride(), *do.stride(),
-        Lq, Lk, H, scale, bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, *_meta_args(bm.kv),
-        *params, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **common, **_launch(cfg, q))
+    dlse = dlse.contiguous() if dlse is not None else None
+    for call in bwd_calls(k, do.contiguous(), dlse, q, k_, v, out, lse, delta, dq, dk, dv, tensors,
+                          scale, bm):
+        launch(k, call)
     return dq, dk, dv, delta
 
 

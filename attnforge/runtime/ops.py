@@ -94,8 +94,7 @@ def _backward(ctx, dout, dlse):
 attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def run(prog: Program, source: Program, q, k, v, tensors: dict, scale: float):
-    """(out, lse) through the generated kernels."""
-    key = register(prog, source)
+def run(key: str, q, k, v, tensors: dict, scale: float):
+    """(out, lse) through the generated kernels of the variant registered under `key`."""
     params = [tensors[n].contiguous() for n in _VARIANTS[key].params]
     return attention_op(q.contiguous(), k.contiguous(), v.contiguous(), params, key, float(scale))

@@ -45,6 +45,7 @@ class Variant:
         self.program = program
         self.tensors = dict(tensors or {})
         self.lowered = lowered(program)
+        self._key = ops.register(self.lowered, program) if self.lowered.as_flex() else None
 
     @property
     def ir(self) -> Program:
@@ -78,7 +79,10 @@ class Variant:
             raise ValueError(f"q: expected head dims of at most 256, got D={q.shape[-1]}, "
                              f"Dv={v.shape[-1]}")
         scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-        out, lse = ops.run(self.lowered, self.program, q, k, v, merged, scale)
+        if self._key is None:
+            raise NotImplementedError(f"variant `{self.program.name}`: kernels exist for one "
+                                      "softmax branch with a static mask; use .reference() for now")
+        out, lse = ops.run(self._key, q, k, v, merged, scale)
         return (out, lse) if return_lse else out
 
     def kernel_source(self, kind: str = "fwd", *, dtype=torch.bfloat16, head_dim: int = 64,

@@ -1,0 +1,99 @@
+"""Ahead-of-time compilation of a variant's kernels for Hopper (sm_90) without a GPU.
+
+`compile_report` builds every kernel with Triton's compiler for GPUTarget("cuda", 90, 32) and reads
+registers, spills and shared memory from the cubin. Needs a process where Triton is in compiler mode
+(TRITON_INTERPRET unset when triton was imported)."""
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from ..codegen import Spec
+from .blocks import BlockMask, TileLists
+from .launch import DTYPES, Call, bwd_calls, fwd_call, kernels_for
+
+TARGET = GPUTarget("cuda", 90, 32)
+TORCH_TO_TRITON = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
+                   torch.int32: "i32", torch.int64: "i64", torch.int8: "i8", torch.uint8: "u8",
+                   torch.int16: "i16", torch.bool: "i1", torch.float64: "fp64"}
+
+
+def _signature(fn, call: Call) -> tuple[dict, dict]:
+    names = [n for n in fn.arg_names if n not in call.constexprs]
+    sig = {}
+    for name, a in zip(names, call.args):
+        if isinstance(a, torch.Tensor):
+            sig[name] = "*" + TORCH_TO_TRITON[a.dtype]
+        elif isinstance(a, bool):
+            sig[name] = "i1"
+        elif isinstance(a, int):
+            sig[name] = "i32" if -2 ** 31 <= a < 2 ** 31 else "i64"
+        else:
+            sig[name] = "fp32"
+    consts = dict(call.constexprs)
+    sig.update({n: "constexpr" for n in consts})
+    return sig, consts
+
+
+def _cubin_stats(cubin: bytes) -> dict:
+    """Registers and local-memory (spill) bytes per thread, from cuobjdump's resource usage."""
+    tool = Path(triton.knobs.nvidia.ptxas.path).with_name("cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        res = subprocess.run([str(tool), "--dump-resource-usage", f.name], capture_output=True,
+                             text=True)
+    text = res.stdout + res.stderr
+    regs, local = re.search(r"REG:(\d+)", text), re.search(r"LOCAL:(\d+)", text)
+    return {"registers": int(regs.group(1)) if regs else -1,
+            "spill_bytes": int(local.group(1)) if local else -1}
+
+
+def _meta_lists(rows: int, cols: int) -> TileLists:
+    return TileLists(torch.empty(1, 1, rows, dtype=torch.int32, device="meta"),
+                     torch.empty(1, 1, rows, cols, dtype=torch.int32, device="meta"))
+
+
+def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None = None,
+                   group: int = 1, tensors: dict | None = None) -> list[dict]:
+    """Compile fwd, bwd_preprocess, bwd_dkdv and bwd_dq for sm_90; one dict of figures per kernel."""
+    Dv = Dv or D
+    spec = Spec(DTYPES[dtype], D, Dv, group)
+    kern = kernels_for(variant.lowered, variant.program, spec, torch.device("meta"))
+    B, H, L = 2, 2 * group, 1024
+
+    def meta(*shape, dt=dtype):
+        return torch.empty(*shape, dtype=dt, device="meta")
+
+    q, k, v = meta(B, H, L, D), meta(B, H // group, L, D), meta(B, H // group, L, Dv)
+    out, do, lse = meta(B, H, L, Dv), meta(B, H, L, Dv), meta(B, H, L, dt=torch.float32)
+    n = L // 128
+    bm = BlockMask(L, L, 128, 128, *(_meta_lists(n, n) for _ in range(4)))
+    named = {p.name: torch.empty(p.shape if all(isinstance(d, int) for d in p.shape) else (4,) *
+                                 len(p.shape), dtype=_param_dtype(p.dtype), device="meta")
+             for p in variant.lowered.params}
+    named.update(tensors or {})
+    calls = [fwd_call(kern, q, k, v, out, lse, named, 0.125, bm)]
+    calls += bwd_calls(kern, do, lse, q, k, v, out, lse, lse, q, k, v, named, 0.125, bm)
+    report = []
+    for call in calls:
+        fn = getattr(kern.modules[call.kind], call.fn_name)
+        sig, consts = _signature(fn, call)
+        compiled = triton.compile(ASTSource(fn, sig, consts), target=TARGET, options=call.options)
+        stats = _cubin_stats(compiled.asm["cubin"])
+        report.append({"kind": call.kind, "shared_bytes": compiled.metadata.shared,
+                       "num_warps": compiled.metadata.num_warps, **stats})
+    return report
+
+
+def _param_dtype(name: str) -> torch.dtype:
+    return {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32,
+            "f64": torch.float64, "i8": torch.int8, "i16": torch.int16, "i32": torch.int32,
+            "i64": torch.int64, "u8": torch.uint8, "bool": torch.bool}[name]

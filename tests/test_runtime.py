@@ -1,0 +1,173 @@
+"""Runtime: kernel cache (memory, disk, corruption, concurrency), no recompiles across lengths,
+torch.compile integration, inspection (kernel sources, CLI, block masks) and the sm_90 AOT build."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import attnforge
+from attnforge.runtime import cache
+from conftest import EXAMPLES, ROOT
+
+CAUSAL = "attention c() { mask = q_idx >= kv_idx }"
+
+
+def _qkv(L, B=1, H=2, D=16, grad=False):
+    return [torch.randn(B, H, L, D, requires_grad=grad) for _ in range(3)]
+
+
+def test_new_lengths_do_not_recompile(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNFORGE_CACHE_DIR", str(tmp_path))
+    cache.clear_memory()
+    v = attnforge.compile("attention w() { mask = (q_idx >= kv_idx) & (q_idx - kv_idx < 50) }")
+    before = dict(cache.STATS)
+    for L in (40, 130, 257):
+        q, k, vv = _qkv(L, grad=True)
+        v(q, k, vv).sum().backward()
+    generated = cache.STATS["generated"] - before["generated"]
+    assert generated == 4  # fwd, bwd_preprocess, bwd_dkdv, bwd_dq: once, for all three lengths
+    assert cache.STATS["memory_hits"] - before["memory_hits"] >= 8
+    for kind in ("fwd", "bwd_dkdv", "bwd_dq"):
+        src = v.kernel_source(kind)
+        assert '"Lq", "Lk"' in src  # lengths are never specialized on by Triton either
+
+
+def test_disk_cache_hit_and_corrupt_entry_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNFORGE_CACHE_DIR", str(tmp_path))
+    cache.clear_memory()
+    v = attnforge.compile(CAUSAL)
+    q, k, vv = _qkv(33)
+    ref = v(q, k, vv)
+    files = sorted((tmp_path / "kernels").glob("af_*_fwd.py"))
+    assert len(files) == 1 and len(list((tmp_path / "kernels").glob("af_*.py"))) == 4
+    cache.clear_memory()
+    hits = cache.STATS["disk_hits"]
+    assert torch.equal(v(q, k, vv), ref)
+    assert cache.STATS["disk_hits"] == hits + 4
+    files[0].write_text("this is not python (")
+    cache.clear_memory()
+    rebuilt = cache.STATS["rebuilt"]
+    assert torch.equal(v(q, k, vv), ref)
+    assert cache.STATS["rebuilt"] == rebuilt + 1
+    assert "def attn_fwd" in files[0].read_text()
+
+
+def test_two_processes_compile_the_same_variant(tmp_path):
+    script = textwrap.dedent(f"""
+        import torch, attnforge
+        v = attnforge.compile({CAUSAL!r})
+        q, k, vv = (torch.randn(1, 2, 70, 16, requires_grad=True) for _ in range(3))
+        v(q, k, vv).sum().backward()
+        print("ok")
+    """)
+    env = {**os.environ, "ATTNFORGE_CACHE_DIR": str(tmp_path), "TRITON_INTERPRET": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0 and out.strip() == "ok", err
+
+
+def test_torch_compile_traces_through_without_graph_breaks():
+    variant = attnforge.compile(str(EXAMPLES / "rel_bias.attn"))
+    bias = (torch.randn(4, 511) * 0.1).requires_grad_()
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(16, 16)
+
+        def forward(self, x):
+            q = self.proj(x)
+            return variant(q, x, x, rel_bias=bias).sum()
+
+    model = Block()
+    x = torch.randn(1, 4, 40, 16)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    loss = compiled(x)
+    loss.backward()
+    eager = model(x)
+    assert torch.allclose(loss, eager, atol=1e-5)
+    assert bias.grad is not None and bias.grad.abs().sum() > 0
+
+
+def test_kernel_sources_read_like_code():
+    v = attnforge.compile(str(EXAMPLES / "alibi.attn"))
+    for kind in ("fwd", "bwd_preprocess", "bwd_dkdv", "bwd_dq"):
+        src = v.kernel_source(kind)
+        assert src.startswith(f"# attnforge generated kernel: {kind}")
+        assert "# IR hash: " in src and "score = score + (kv_idx - q_idx) * slope" not in src
+        assert "#   attention alibi_causal()" in src
+        compile(src, f"<{kind}>", "exec")
+    assert "tl.exp2" in v.kernel_source("fwd")
+    with pytest.raises(ValueError, match="kind: expected one of"):
+        v.kernel_source("decode")
+
+
+def test_cli_inspect_triton_and_blocks():
+    run = [sys.executable, "-m", "attnforge.cli", "inspect", str(EXAMPLES / "alibi.attn")]
+    out = subprocess.run(run + ["--stage", "triton"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("# attnforge generated kernel:") == 4 and "def attn_fwd(" in out.stdout
+    out = subprocess.run(run + ["--stage", "blocks", "--length", "512"], capture_output=True,
+                         text=True, timeout=120)
+    assert "block rule `mask`" in out.stdout and "|.   |" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "attnforge.cli", "inspect", "-"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0
+
+
+def test_block_mask_object(tmp_path):
+    def causal(b, h, q_idx, kv_idx):
+        return q_idx >= kv_idx
+
+    bm = attnforge.block_mask(causal, 2, 4, 512, 512)
+    dense = bm.to_dense()
+    assert dense.shape == (1, 1, 4, 4)  # the mask reads neither b nor h
+    assert torch.equal(dense[0, 0], torch.tensor([[1, 0, 0, 0], [2, 1, 0, 0], [2, 2, 1, 0],
+                                                   [2, 2, 2, 1]], dtype=torch.int8))
+    assert bm.sparsity() == pytest.approx(37.5)
+    bm.save(tmp_path / "causal.png")
+    assert (tmp_path / "causal.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "sparsity 37.5%" in bm.show()
+
+
+def test_block_metadata_is_built_from_tiles_not_the_dense_mask():
+    """A 131072-token causal + window mask: O(tiles) work, so this is fast even on CPU."""
+    v = attnforge.compile("attention w() { mask = (q_idx >= kv_idx) & (q_idx - kv_idx < 4096) }")
+    bm = v.block_mask(1, 1, 131072, 131072)
+    assert bm.kv.num.shape == (1, 1, 1024)
+    assert int(bm.kv_full.num.max()) == 31 and int(bm.kv.num.max()) == 2
+
+
+AOT = """
+import json, sys, torch, attnforge
+from attnforge.runtime.aot import compile_report
+for name in sys.argv[1:]:
+    v = attnforge.compile(f"{root}/examples/{{name}}.attn")
+    for r in compile_report(v, torch.bfloat16, 128):
+        print(json.dumps({{"variant": name, **r}}))
+"""
+
+
+@pytest.mark.parametrize("names", [["causal", "alibi", "softcap", "rel_bias"],
+                                   ["sliding_window", "prefix_lm", "document", "per_head"]])
+def test_kernels_compile_for_sm90(names):
+    """Triton's compiler (not the interpreter) builds every kernel for GPUTarget('cuda', 90, 32)."""
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
+    out = subprocess.run([sys.executable, "-c", AOT.format(root=ROOT), *names], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) == 4 * len(names)
+    for r in rows:
+        print(f"sm_90 {r['variant']:15} {r['kind']:15} regs={r['registers']:3} "
+              f"spill={r['spill_bytes']}B smem={r['shared_bytes']}B warps={r['num_warps']}")
+        assert r["registers"] > 0 and r["shared_bytes"] <= 232448
