@@ -53,9 +53,12 @@ def ir_hash(prog: Program) -> str:
     return hashlib.sha256(repr(prog).encode()).hexdigest()[:16]
 
 
+@cache
 def template_hash() -> str:
-    text = "".join(_env().loader.get_source(_env(), n)[0] for n in sorted(set(TEMPLATE.values())) +
-                   ["common.py.jinja"])
+    """Hash of everything that shapes generated code: the templates and the codegen modules."""
+    root = resources.files(__package__)
+    files = sorted([*root.iterdir(), *(root / "templates").iterdir()], key=lambda p: p.name)
+    text = "".join(p.read_text() for p in files if p.name.endswith((".py", ".jinja")))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -67,7 +70,7 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
     score, mask = flex
     (grad,) = prog.grads
     params = loaded_params(score, *([mask] if mask is not None else []), grad.d_score)
-    sig = "".join(f" p_{p}," + "".join(f" s_{p}_{d}," for d in range(len(prog.param(p).shape)))
+    sig = "".join(f" p_{p}," + "".join(f" s_{p}_{d}, n_{p}_{d}," for d in range(len(prog.param(p).shape)))
                   for p in params)
     identity = score == Var("score", "float")
     dscore_one = grad.d_score == Const(1.0, "float")
@@ -82,7 +85,7 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
         "name": prog.name, "ir_hash": ir_hash(prog),
         "source_lines": print_program(source).rstrip("\n").splitlines(),
         "dtype": spec.dtype, "d": spec.d, "dv": spec.dv, "group": spec.group,
-        "param_sig": sig, "param_args": sig.replace(" s_", " s_"),
+        "param_sig": sig, "param_args": sig,
         "has_mask": mask is not None, "score_is_identity": identity, "dscore_is_one": dscore_one,
         "score_fwd": "" if identity else block(score, "z", ROWS_Q),
         "score_bwd": "" if identity else block(score, "z", ROWS_KV),

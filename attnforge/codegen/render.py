@@ -133,8 +133,10 @@ class Renderer:
         raise NotImplementedError(op)
 
     def _load(self, e: Load) -> str:
-        offset = " + ".join(f"{self._wrap(i)}.to(tl.int64) * s_{e.param}_{d}"
-                            for d, i in enumerate(e.index)) or "0"
+        # indices are clamped into the tensor: an out-of-range read is never a memory fault
+        offset = " + ".join(
+            f"tl.minimum(tl.maximum({self._expr(i)}, 0), n_{e.param}_{d} - 1).to(tl.int64) * s_{e.param}_{d}"
+            for d, i in enumerate(e.index)) or "0"
         masks = [self.axes[a].valid for a in sorted(_axes_of(e, self.axes)) if self.axes[a].valid]
         mask = f", mask={' & '.join(masks)}, other=0" if masks else ""
         code = f"tl.load(p_{e.param} + {offset}{mask})"

@@ -64,7 +64,8 @@ def _param_args(prog: Program, tensors: dict) -> list:
     for name in codegen.captured_params(prog):
         t = tensors[name]
         args.append(t)
-        args.extend(t.stride())
+        for stride, size in zip(t.stride(), t.shape):
+            args.extend((stride, size))
     return args
 
 
