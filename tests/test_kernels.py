@@ -34,9 +34,9 @@ def _run(fn, q, k, v, do, dlse, tensors: dict):
     return [out, lse] + [t.grad for t in leaves] + [learn[n].grad for n in sorted(learn)]
 
 
-def check_variant(variant, B, Hq, Hkv, Lq, Lk, D, Dv, dtype, tensors=None, seed=0):
-    tensors = dict(variant.tensors if tensors is None else tensors)
-    q, k, v, do, dlse = _inputs(B, Hq, Hkv, Lq, Lk, D, Dv, dtype, seed)
+def check_variant(variant, B, Hq, Hkv, Lq, Lk, D, Dv, dtype, tensors=None, seed=0, device="cpu"):
+    tensors = {n: t.to(device) for n, t in (variant.tensors if tensors is None else tensors).items()}
+    q, k, v, do, dlse = (t.to(device) for t in _inputs(B, Hq, Hkv, Lq, Lk, D, Dv, dtype, seed))
     gqa = Hq != Hkv
 
     def kernel(q, k, v, **t):

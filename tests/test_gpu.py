@@ -1,0 +1,86 @@
+"""On a CUDA GPU (compiled Triton, not the interpreter): every example at a realistic shape, in
+bfloat16, forward and backward, against the float64 reference; determinism; no recompiles."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attnforge
+from attnforge.runtime.cache import interpreting
+from conftest import EXAMPLES
+from test_kernels import check_variant
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or interpreting(),
+                                reason="needs a CUDA GPU and Triton in compiler mode")
+B, H, L, D = 2, 8, 4096, 128
+
+
+def _tensors(name: str) -> tuple[dict, dict]:
+    """Constants and captured tensors sizing each example for L tokens and H heads."""
+    g = torch.Generator().manual_seed(0)
+    if name == "document":
+        cuts = torch.sort(torch.randperm(L - 1, generator=g)[:7] + 1).values
+        lengths = torch.diff(torch.cat([torch.tensor([0]), cuts, torch.tensor([L])]))
+        doc = torch.repeat_interleave(torch.arange(8, dtype=torch.int32), lengths)
+        return {}, {"document_id": doc.cuda()}
+    if name == "rel_bias":
+        return {"MAX_LEN": L}, {"rel_bias": (torch.randn(H, 2 * L - 1, generator=g) * 0.5).cuda()}
+    if name == "alibi":
+        return {"NUM_HEADS": H}, {}
+    if name == "sliding_window":
+        return {"WINDOW": 1024}, {}
+    if name == "prefix_lm":
+        return {"PREFIX": 1024}, {}
+    if name == "per_head":
+        return {"CAUSAL_HEADS": 4, "WINDOW": 512}, {}
+    return {}, {}
+
+
+@pytest.mark.parametrize("name", ["causal", "sliding_window", "prefix_lm", "document", "alibi",
+                                  "softcap", "rel_bias", "per_head"])
+def test_examples_at_realistic_shape(name):
+    consts, tensors = _tensors(name)
+    variant = attnforge.compile(str(EXAMPLES / f"{name}.attn"), **consts)
+    check_variant(variant, B, H, H, L, L, D, D, torch.bfloat16, tensors=tensors, device="cuda")
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 2, 1000, 1000, 128, 128), (2, 4, 4, 777, 2000, 72, 72),
+                                   (1, 4, 4, 1500, 1500, 256, 256), (1, 4, 1, 1024, 1024, 64, 96)],
+                         ids=["gqa4-L1000", "Lq777-Lk2000-D72", "D256", "gqa4-D64-Dv96"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_odd_shapes_on_gpu(shape, dtype):
+    src = """attention banded() {
+      score = 20.0 * tanh(score / 20.0) - 0.001 * abs(q_idx - kv_idx)
+      mask = (kv_idx <= q_idx + 300) & (kv_idx + 700 > q_idx)
+    }"""
+    check_variant(attnforge.compile(src), *shape, dtype, device="cuda")
+
+
+def test_learnable_bias_gradient_is_deterministic_on_gpu():
+    consts, tensors = _tensors("rel_bias")
+    variant = attnforge.compile(str(EXAMPLES / "rel_bias.attn"), **consts)
+    q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    grads = []
+    for _ in range(2):
+        bias = tensors["rel_bias"].clone().requires_grad_()
+        variant(q, k, v, rel_bias=bias).float().square().sum().backward()
+        grads.append(bias.grad)
+    assert torch.equal(grads[0], grads[1])
+
+
+def test_no_recompile_across_lengths_on_gpu():
+    variant = attnforge.compile(str(EXAMPLES / "causal.attn"))
+    fns = []
+    for L_ in (1000, 2048, 3001):
+        q, k, v = (torch.randn(1, 4, L_, 64, device="cuda", dtype=torch.bfloat16,
+                               requires_grad=True) for _ in range(3))
+        variant(q, k, v).sum().backward()
+    from attnforge.runtime import ops
+
+    kern = ops._kernels(variant._key, q, k, v)
+    for kind, mod in kern.modules.items():
+        fn = getattr(mod, {"fwd": "attn_fwd", "bwd_preprocess": "attn_bwd_preprocess",
+                           "bwd_dkdv": "attn_bwd_dkdv", "bwd_dq": "attn_bwd_dq"}[kind])
+        compiled = sum(len(c[0]) for c in fn.device_caches.values())
+        fns.append((kind, compiled))
+    assert all(n == 1 for _, n in fns), fns
