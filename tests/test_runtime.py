@@ -31,7 +31,9 @@ def test_new_lengths_do_not_recompile(tmp_path, monkeypatch):
         v(q, k, vv).sum().backward()
     generated = cache.STATS["generated"] - before["generated"]
     assert generated == 4  # fwd, bwd_preprocess, bwd_dkdv, bwd_dq: once, for all three lengths
-    assert cache.STATS["memory_hits"] - before["memory_hits"] >= 8
+    from attnforge.runtime import ops
+
+    assert sum(1 for key in ops._KERNELS if key[0] == v._key) == 1  # one specialization in use
     for kind in ("fwd", "bwd_dkdv", "bwd_dq"):
         src = v.kernel_source(kind)
         assert '"Lq", "Lk"' in src  # lengths are never specialized on by Triton either

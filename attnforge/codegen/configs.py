@@ -18,13 +18,13 @@ class TileConfig:
 # kind -> [(max padded head dim, config)], first match wins
 CONFIGS = {
     # H100, causal B=2 H=8 L=4096 D=128 bf16 (benchmarks/sweep.py, 2026-11-24): fwd 128x64 w8 s2
-    # 0.473 ms (w4: 1.47 ms); dK/dV 64x128 w8 s2 best of 7; dQ 64x64 w4 s2 best of 6
+    # 0.261 ms (w4 s3: 0.372 ms); dK/dV 64x64 w4 s2 best of 7; dQ 64x32 w4 s3 best of 6
     "fwd": [(64, TileConfig(128, 64, 4, 3)), (128, TileConfig(128, 64, 8, 2)),
             (256, TileConfig(64, 32, 4, 2))],
     "bwd_preprocess": [(256, TileConfig(64, 0, 4, 1))],
-    "bwd_dkdv": [(64, TileConfig(64, 64, 4, 2)), (128, TileConfig(64, 128, 8, 2)),
+    "bwd_dkdv": [(64, TileConfig(64, 64, 4, 2)), (128, TileConfig(64, 64, 4, 2)),
                  (256, TileConfig(32, 32, 4, 1))],
-    "bwd_dq": [(64, TileConfig(64, 64, 4, 2)), (128, TileConfig(64, 64, 4, 2)),
+    "bwd_dq": [(64, TileConfig(64, 64, 4, 2)), (128, TileConfig(64, 32, 4, 3)),
                (256, TileConfig(32, 32, 4, 1))],
 }
 

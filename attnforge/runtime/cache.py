@@ -94,5 +94,8 @@ def load_module(key: str, build, interpret: bool):
 
 
 def clear_memory() -> None:
+    from . import ops
+
     with _LOCK:
         _MEMORY.clear()
+        ops._KERNELS.clear()

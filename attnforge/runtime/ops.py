@@ -29,10 +29,17 @@ def register(prog: Program, source: Program) -> str:
     return key
 
 
+_KERNELS: dict[tuple, launch.Kernels] = {}
+
+
 def _kernels(key: str, q: Tensor, k: Tensor, v: Tensor) -> launch.Kernels:
-    reg = _VARIANTS[key]
     spec = Spec(launch.DTYPES[q.dtype], q.shape[-1], v.shape[-1], q.shape[1] // k.shape[1])
-    return launch.kernels_for(reg.prog, reg.source, spec, q.device)
+    found = _KERNELS.get((key, spec, q.device))
+    if found is None:  # the per-call path stays free of hashing and cache look-ups
+        reg = _VARIANTS[key]
+        found = _KERNELS[(key, spec, q.device)] = launch.kernels_for(reg.prog, reg.source, spec,
+                                                                     q.device)
+    return found
 
 
 def _named(key: str, tensors) -> dict:
