@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import triton
 import triton.language as tl
 
 from .. import codegen
@@ -141,10 +142,36 @@ def _options(cfg) -> dict:
     return {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
 
 
+_FITTED: dict[tuple, tuple[dict, dict]] = {}
+# the tile size a kernel loops over inside a program (changing it leaves the grid alone)
+INNER = {"fwd": "BLOCK_N", "bwd_dq": "BLOCK_N", "bwd_dkdv": "BLOCK_M"}
+
+
 def launch(k: Kernels, call: Call) -> None:
+    """Launch; where a config needs more shared memory than the GPU has (extra loads of captured
+    tensors, large head dims), retry with fewer pipeline stages, then a smaller inner tile, and
+    remember what fit."""
     mod = k.modules[call.kind]
-    opts = call.options if not interpreting() else {}
-    getattr(mod, call.fn_name)[mod.grid(*call.grid_args)](*call.args, **call.constexprs, **opts)
+    fn = getattr(mod, call.fn_name)[mod.grid(*call.grid_args)]
+    if interpreting():
+        fn(*call.args, **call.constexprs)
+        return
+    key = (k.key, call.kind, tuple(sorted(call.constexprs.items(), key=lambda kv: kv[0])))
+    consts, opts = _FITTED.get(key, (call.constexprs, call.options))
+    while True:
+        try:
+            fn(*call.args, **consts, **opts)
+            _FITTED[key] = (consts, opts)
+            return
+        except triton.runtime.errors.OutOfResources:
+            inner = INNER.get(call.kind)
+            if opts["num_stages"] > 1:
+                opts = {**opts, "num_stages": opts["num_stages"] - 1}
+            elif inner and consts[inner] > 16:
+                consts = {**consts, inner: consts[inner] // 2}
+                opts = {**opts, "num_stages": call.options["num_stages"]}
+            else:
+                raise
 
 
 def forward(k: Kernels, q, k_, v, tensors: dict, scale: float, bm: BlockMask):
