@@ -69,7 +69,7 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
                                   "with a static mask; other branch kinds come in later issues")
     score, mask = flex
     (grad,) = prog.grads
-    params = loaded_params(score, *([mask] if mask is not None else []), grad.d_score)
+    params = captured_params(prog)
     sig = "".join(f" p_{p}," + "".join(f" s_{p}_{d}, n_{p}_{d}," for d in range(len(prog.param(p).shape)))
                   for p in params)
     identity = score == Var("score", "float")

@@ -135,9 +135,7 @@ class TensorView:
         return _index(self.param, self.index, idx, user_span())
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        raise DSLError(f"`{self.param.name}` is indexed with {len(self.index)} of "
-                       f"{len(self.param.shape)} subscripts", user_span(),
-                       "index every dimension before using the value")
+        self._partial()
 
     def _partial(self, *_):
         raise DSLError(f"`{self.param.name}` is indexed with {len(self.index)} of "
