@@ -96,7 +96,8 @@ def run_case(case: Case, B: int, H: int, L: int, D: int, quick: bool) -> list[di
             for _ in range(2))
     do = torch.randn_like(q)
     gqa = hq != hkv
-    variant = attnforge.compile(score_mod=case.score_mod, mask_mod=case.mask_mod)
+    variant = attnforge.compile(score_mod=case.score_mod, mask_mod=case.mask_mod) \
+        if case.score_mod or case.mask_mod else attnforge.compile("attention full() { }")
     flex = torch.compile(flex_attention)
     bm = create_block_mask(case.mask_mod, B, hq, L, L, device="cuda") if case.mask_mod else None
     impls = {"attnforge": lambda: variant(q, k, v, enable_gqa=gqa),
