@@ -98,6 +98,7 @@ def run_case(case: Case, B: int, H: int, L: int, D: int, quick: bool) -> list[di
     gqa = hq != hkv
     variant = attnforge.compile(score_mod=case.score_mod, mask_mod=case.mask_mod) \
         if case.score_mod or case.mask_mod else attnforge.compile("attention full() { }")
+    torch._dynamo.reset()  # a fresh compile per case: no recompile limit, no eager fallback
     flex = torch.compile(flex_attention)
     bm = create_block_mask(case.mask_mod, B, hq, L, L, device="cuda") if case.mask_mod else None
     impls = {"attnforge": lambda: variant(q, k, v, enable_gqa=gqa),

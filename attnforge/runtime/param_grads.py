@@ -62,8 +62,14 @@ def param_grads(prog: Program, q, k, v, do, lse, delta, tensors: dict, scale: fl
         ds = p * (dp - delta[:, :, r0:r1, None])
         for load, d in loads:
             t = tensors[load.param]
-            contrib = torch.where(keep, ds * ev(d).expand(shape), 0.0).reshape(-1)
-            flat = sum(ev(i).to(torch.int64).expand(shape) * s for i, s in zip(load.index, t.stride()))
-            flat = torch.as_tensor(flat, device=q.device).expand(shape).reshape(-1)
-            grads[load.param] += segment_sum(flat, contrib, t.numel())
+            contrib = torch.where(keep, ds * ev(d).expand(shape), 0.0)
+            flat = sum(ev(i).to(torch.int64) * s for i, s in zip(load.index, t.stride()))
+            flat = torch.as_tensor(flat, device=q.device)
+            # axes the index does not vary along are summed first (a fixed-order torch.sum), so
+            # the sort-based scatter sees e.g. one batch instead of B
+            axes = tuple(a for a in range(4) if a >= 4 - flat.dim() and flat.shape[a - 4] == 1
+                         or a < 4 - flat.dim())
+            contrib = contrib.sum(dim=axes, keepdim=True) if axes else contrib
+            flat = flat.expand(contrib.shape).reshape(-1)
+            grads[load.param] += segment_sum(flat, contrib.reshape(-1), t.numel())
     return {n: g.view(tensors[n].shape).to(tensors[n].dtype) for n, g in grads.items()}
