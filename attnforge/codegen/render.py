@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ir.expr import (BOOL, FLOAT, INT, Binary, Call, Cast, Const, Expr, Load, Unary, Var, Where,
+from ..ir.expr import (BOOL, FLOAT, INT, SYMBOL, Binary, Call, Cast, Const, Expr, Load, Unary, Var, Where,
                        children, walk)
 from ..ir.printer import format_const
 
@@ -19,9 +19,8 @@ TL_FUNCS = {"exp": "tl.exp", "exp2": "tl.exp2", "log": "tl.log", "log2": "tl.log
             "cos": "tl.cos", "abs": "tl.abs", "floor": "tl.floor", "ceil": "tl.ceil",
             "tanh": "_tanh", "sign": "_sign"}
 TL_TYPES = {FLOAT: "tl.float32", INT: "tl.int32", BOOL: "tl.int1"}
-SIMPLE_OPS = {"add": "+", "sub": "-", "mul": "*", "lt": "<", "le": "<=", "gt": ">", "ge": ">=",
-              "eq": "==", "ne": "!=", "and": "&", "or": "|", "xor": "^", "lshift": "<<",
-              "rshift": ">>"}
+# operators whose Triton spelling means what the IR means (division, modulo and pow do not)
+SIMPLE_OPS = {op: sym for op, sym in SYMBOL.items() if op not in ("truediv", "floordiv", "mod", "pow")}
 
 
 @dataclass

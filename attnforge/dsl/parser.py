@@ -16,15 +16,13 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from ..ir.errors import DSLError, Span
 from ..ir.verify import verify
-from ..ir.expr import (BOOL, FLOAT, FUNCS, INT, Binary, Const, Expr, Load, Var, binary, call, cast,
+from ..ir.expr import (BOOL, FLOAT, FUNCS, INT, SYMBOL, Binary, Const, Expr, Load, Var, binary, call, cast,
                        clamp, unary, where)
 from ..ir.program import (FEATURE_MAPS, INDEX_VARS, NORMALIZERS, TENSOR_DTYPES, Combiner, ConstDecl,
                           LinearBranch, Param, PooledBranch, Program, SelRef, SoftmaxBranch,
                           StaticSelect, TopKSelect)
 
-OPS = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne", "<<": "lshift",
-       ">>": "rshift", "+": "add", "-": "sub", "*": "mul", "/": "truediv", "//": "floordiv",
-       "%": "mod", "@": "matmul"}
+OPS = {sym: op for op, sym in SYMBOL.items()} | {"@": "matmul"}
 SCALAR_DECL = {"int": INT, "float": FLOAT, "bool": BOOL}
 CASTS = {"float": FLOAT, "int": INT, "bool": BOOL}
 NAMED_CONSTS = {"inf": math.inf, "pi": math.pi, "true": True, "false": False}

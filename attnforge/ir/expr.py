@@ -5,7 +5,6 @@ Scalar types are "bool", "int" and "float". `&`, `|`, `^`, `~` are logical on bo
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from .errors import DSLError, Span
@@ -205,12 +204,12 @@ def binary(op: str, a: Expr, b: Expr, span: Span | None = None) -> Binary:
         dtype = BOOL
     elif op in LOGIC_OPS:
         if FLOAT in (ta, tb):
-            raise DSLError(f"`{_SYMBOL[op]}` needs bool or int operands, got {ta} and {tb}", span,
+            raise DSLError(f"`{SYMBOL[op]}` needs bool or int operands, got {ta} and {tb}", span,
                            "compare first (e.g. `x > 0`) or cast with int(...)")
         dtype = BOOL if ta == tb == BOOL else INT
     elif op in SHIFT_OPS:
         if FLOAT in (ta, tb):
-            raise DSLError(f"`{_SYMBOL[op]}` needs int operands, got {ta} and {tb}", span,
+            raise DSLError(f"`{SYMBOL[op]}` needs int operands, got {ta} and {tb}", span,
                            "cast with int(...)")
         dtype = INT
     elif op == "truediv":
@@ -260,18 +259,8 @@ def clamp(x: Expr, lo: Expr | None, hi: Expr | None, span: Span | None = None) -
     return x
 
 
-def const_value(e: Expr):
-    """The Python value of a literal, or None."""
-    return e.value if isinstance(e, Const) else None
-
-
-def is_nan_const(e: Expr) -> bool:
-    return isinstance(e, Const) and isinstance(e.value, float) and math.isnan(e.value)
-
-
-_SYMBOL = {
+SYMBOL = {
     "add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%", "pow": "**",
     "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!=",
     "and": "&", "or": "|", "xor": "^", "lshift": "<<", "rshift": ">>",
 }
-SYMBOL = dict(_SYMBOL)

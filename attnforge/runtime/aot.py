@@ -16,10 +16,12 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from ..codegen import Spec
+from ..dsl.trace import TORCH_DTYPES
 from .blocks import BlockMask, TileLists
 from .launch import DTYPES, Call, bwd_calls, fwd_call, kernels_for
 
 TARGET = GPUTarget("cuda", 90, 32)
+PARAM_DTYPES = {name: dt for dt, name in TORCH_DTYPES.items()}
 TORCH_TO_TRITON = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
                    torch.int32: "i32", torch.int64: "i64", torch.int8: "i8", torch.uint8: "u8",
                    torch.int16: "i16", torch.bool: "i1", torch.float64: "fp64"}
@@ -77,7 +79,7 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
     n = L // 128
     bm = BlockMask(L, L, 128, 128, *(_meta_lists(n, n) for _ in range(4)))
     named = {p.name: torch.empty(p.shape if all(isinstance(d, int) for d in p.shape) else (4,) *
-                                 len(p.shape), dtype=_param_dtype(p.dtype), device="meta")
+                                 len(p.shape), dtype=PARAM_DTYPES[p.dtype], device="meta")
              for p in variant.lowered.params}
     named.update(tensors or {})
     calls = [fwd_call(kern, q, k, v, out, lse, named, 0.125, bm)]
@@ -91,9 +93,3 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
         report.append({"kind": call.kind, "shared_bytes": compiled.metadata.shared,
                        "num_warps": compiled.metadata.num_warps, **stats})
     return report
-
-
-def _param_dtype(name: str) -> torch.dtype:
-    return {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32,
-            "f64": torch.float64, "i8": torch.int8, "i16": torch.int16, "i32": torch.int32,
-            "i64": torch.int64, "u8": torch.uint8, "bool": torch.bool}[name]

@@ -2,7 +2,6 @@
 in `param_grads.py`). CPU tensors run under Triton's interpreter."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +25,6 @@ class Kernels:
     source: Program
     spec: Spec
     key: str
-    sources: dict[str, str]
     modules: dict[str, object]
 
 
@@ -44,11 +42,7 @@ def kernels_for(prog: Program, source: Program, spec: Spec, device: torch.device
 
     modules = {kind: load_module(f"{base}_{kind}", build(kind), tag == "interpret")
                for kind in codegen.KINDS}
-    return Kernels(prog, source, spec, base, generated, modules)
-
-
-def kernel_sources(prog: Program, source: Program, spec: Spec) -> dict[str, str]:
-    return codegen.generate(prog, source, spec)
+    return Kernels(prog, source, spec, base, modules)
 
 
 def _meta_args(lists: TileLists) -> list:
@@ -193,6 +187,3 @@ def backward(k: Kernels, do, dlse, q, k_, v, out, lse, tensors: dict, scale: flo
         launch(k, call)
     return dq, dk, dv, delta
 
-
-def default_scale(q) -> float:
-    return 1.0 / math.sqrt(q.shape[-1])

@@ -42,17 +42,18 @@ def _kernels(key: str, q: Tensor, k: Tensor, v: Tensor) -> launch.Kernels:
     return found
 
 
-def _named(key: str, tensors) -> dict:
-    return dict(zip(_VARIANTS[key].params, tensors))
+def _prepare(key: str, q: Tensor, k: Tensor, v: Tensor, tensors):
+    """Kernels, captured tensors by name, and the block metadata for these sizes."""
+    kern = _kernels(key, q, k, v)
+    named = dict(zip(_VARIANTS[key].params, tensors))
+    bm = launch.block_mask_for(kern, q.shape[0], q.shape[1], q.shape[2], k.shape[2], named, q.device)
+    return kern, named, bm
 
 
 @torch.library.custom_op("attnforge::attention", mutates_args=())
 def attention_op(q: Tensor, k: Tensor, v: Tensor, tensors: list[Tensor], variant: str,
                  scale: float) -> tuple[Tensor, Tensor]:
-    kern = _kernels(variant, q, k, v)
-    named = _named(variant, tensors)
-    B, H, Lq, _ = q.shape
-    bm = launch.block_mask_for(kern, B, H, Lq, k.shape[2], named, q.device)
+    kern, named, bm = _prepare(variant, q, k, v, tensors)
     return launch.forward(kern, q, k, v, named, scale, bm)
 
 
@@ -66,10 +67,7 @@ def _(q, k, v, tensors, variant, scale):
 def attention_backward_op(do: Tensor, dlse: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor,
                           lse: Tensor, tensors: list[Tensor], wanted: list[bool], variant: str,
                           scale: float) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
-    kern = _kernels(variant, q, k, v)
-    named = _named(variant, tensors)
-    B, H, Lq, _ = q.shape
-    bm = launch.block_mask_for(kern, B, H, Lq, k.shape[2], named, q.device)
+    kern, named, bm = _prepare(variant, q, k, v, tensors)
     dq, dk, dv, delta = launch.backward(kern, do, dlse, q, k, v, out, lse, named, scale, bm)
     names = [n for n, w in zip(_VARIANTS[variant].params, wanted) if w]
     grads = param_grads(kern.prog, q, k, v, do, lse, delta, named, scale, names)

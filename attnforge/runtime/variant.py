@@ -16,7 +16,8 @@ from .. import reference as ref
 from ..codegen import KINDS, SPARSE_BLOCK, Spec
 from . import ops
 from .blocks import BlockMask, build_block_mask
-from .launch import DTYPES, kernel_sources
+from ..codegen import generate
+from .launch import DTYPES
 from .validate import check_inputs
 
 
@@ -91,7 +92,7 @@ class Variant:
         if kind not in KINDS:
             raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
         spec = Spec(DTYPES[dtype], head_dim, head_dim_v or head_dim, group)
-        return kernel_sources(self.lowered, self.program, spec)[kind]
+        return generate(self.lowered, self.program, spec)[kind]
 
     def block_mask(self, B: int, H: int, Lq: int, Lk: int, *, block: int = SPARSE_BLOCK,
                    device="cpu", **tensors) -> BlockMask:
