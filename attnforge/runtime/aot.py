@@ -83,7 +83,7 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
              for p in variant.lowered.params}
     named.update(tensors or {})
     calls = [fwd_call(kern, q, k, v, out, lse, named, 0.125, bm)]
-    calls += bwd_calls(kern, do, lse, q, k, v, out, lse, lse, q, k, v, named, 0.125, bm)
+    calls += bwd_calls(kern, do, lse, q, k, v, out, lse, lse, lse, q, k, v, named, 0.125, bm)
     report = []
     for call in calls:
         fn = getattr(kern.modules[call.kind], call.fn_name)

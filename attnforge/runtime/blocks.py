@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -43,6 +43,24 @@ class BlockMask:
     kv_full: TileLists
     q: TileLists
     q_full: TileLists
+    _orders: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def order(self, rows: str, block: int) -> torch.Tensor:
+        """Program order for kernels with one program per `block`-sized tile of the `rows` axis
+        ("q": forward and dQ; "kv": dK/dV): tiles whose sparse row lists the most tiles first
+        (summed over batch and heads), so a causal grid ends on its light tiles instead of
+        waiting on a long one. int32 [cdiv(L, block)], a permutation of the tiles."""
+        if (rows, block) not in self._orders:
+            lists = (self.kv, self.kv_full) if rows == "q" else (self.q, self.q_full)
+            sparse, length = (self.block_m, self.Lq) if rows == "q" else (self.block_n, self.Lk)
+            per = sparse // block
+            work = (lists[0].num + lists[1].num).sum((0, 1))
+            t = torch.arange(work.numel() * per, device=work.device)
+            n = -(-length // block)
+            # sub-tiles past the end sort last, and only the first n are launched
+            key = torch.where(t < n, work.repeat_interleave(per), -1)
+            self._orders[rows, block] = torch.sort(key, descending=True, stable=True).indices[:n].to(torch.int32)
+        return self._orders[rows, block]
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -128,6 +146,11 @@ def build_block_mask(prog: Program, B: int, H: int, Lq: int, Lk: int, tensors: d
         may_true = ev(rule.may_true).expand(BB, HH, nm, nn)
         may_false = ev(rule.may_false).expand(BB, HH, nm, nn)
         allowed, partial = may_true, may_true & may_false
+    # a tile crossing the end of q or kv is never full: kernels skip every bound check on full tiles
+    edge = torch.zeros(nm, nn, dtype=torch.bool, device=device)
+    edge[nm - 1, :] = Lq % block_m != 0
+    edge[:, nn - 1] |= Lk % block_n != 0
+    partial = partial | (allowed & edge)
     full = allowed & ~partial
     return BlockMask(Lq, Lk, block_m, block_n, _lists(partial), _lists(full),
                      _lists(partial.transpose(-1, -2)), _lists(full.transpose(-1, -2)))

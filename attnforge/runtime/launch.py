@@ -95,23 +95,24 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
     cfg = tile_config("fwd", k.spec.block_d)
     args = [q, k_, v, out, lse, *q.stride(), *k_.stride(), *v.stride(), *out.stride(),
             lse.stride(0), lse.stride(1), Lq, Lk, H, scale,
-            bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, *_meta_args(bm.kv),
-            *_param_args(k.prog, tensors)]
+            bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, bm.order("q", cfg.block_m),
+            *_meta_args(bm.kv), *_param_args(k.prog, tensors)]
     consts = dict(GROUP=k.spec.group, D=D, DV=DV, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                   BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m,
                   SPARSE_N=bm.block_n, **_precision(q.dtype))
     return Call("fwd", "attn_fwd", (Lq, B * H, cfg.block_m), args, consts, _options(cfg))
 
 
-def bwd_calls(k: Kernels, do, dlse, q, k_, v, out, lse, delta, dq, dk, dv, tensors: dict,
+def bwd_calls(k: Kernels, do, dlse, q, k_, v, out, lse, delta, lse2, dq, dk, dv, tensors: dict,
               scale: float, bm: BlockMask) -> list[Call]:
-    """preprocess (delta = rowsum(dO * O) - dLSE), then dK/dV and dQ."""
+    """preprocess (delta = rowsum(dO * O) - dLSE, lse2 = lse * log2(e)), then dK/dV and dQ."""
     B, H, Lq, D = q.shape
     HKV, Lk, DV = k_.shape[1], k_.shape[2], v.shape[3]
     pre = tile_config("bwd_preprocess", k.spec.block_dv)
     has_dlse = dlse is not None
     calls = [Call("bwd_preprocess", "attn_bwd_preprocess", (Lq, B * H, pre.block_m),
-                  [out, do, dlse if has_dlse else delta, delta, *out.stride(), *do.stride(), Lq, H],
+                  [out, do, dlse if has_dlse else delta, lse, delta, lse2, *out.stride(), *do.stride(),
+                   Lq, H],
                   dict(HAS_DLSE=has_dlse, DV=DV, BLOCK_M=pre.block_m, BLOCK_DV=k.spec.block_dv),
                   _options(pre))]
     params = _param_args(k.prog, tensors)
@@ -120,14 +121,15 @@ def bwd_calls(k: Kernels, do, dlse, q, k_, v, out, lse, delta, dq, dk, dv, tenso
     strides = [*q.stride(), *k_.stride(), *v.stride(), *do.stride()]
     cfg = tile_config("bwd_dkdv", k.spec.block_d)
     calls.append(Call("bwd_dkdv", "attn_bwd_dkdv", (Lk, B * HKV, cfg.block_n),
-                      [q, k_, v, do, lse, delta, dk, dv, *strides, Lq, Lk, H, HKV, scale,
-                       bm.q.num, bm.q.ind, bm.q_full.num, bm.q_full.ind, *_meta_args(bm.q), *params],
+                      [q, k_, v, do, lse2, delta, dk, dv, *strides, Lq, Lk, H, HKV, scale,
+                       bm.q.num, bm.q.ind, bm.q_full.num, bm.q_full.ind, bm.order("kv", cfg.block_n),
+                       *_meta_args(bm.q), *params],
                       dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **common), _options(cfg)))
     cfg = tile_config("bwd_dq", k.spec.block_d)
     calls.append(Call("bwd_dq", "attn_bwd_dq", (Lq, B * H, cfg.block_m),
-                      [q, k_, v, do, lse, delta, dq, *strides, Lq, Lk, H, scale,
-                       bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, *_meta_args(bm.kv),
-                       *params],
+                      [q, k_, v, do, lse2, delta, dq, *strides, Lq, Lk, H, scale,
+                       bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, bm.order("q", cfg.block_m),
+                       *_meta_args(bm.kv), *params],
                       dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **common), _options(cfg)))
     return calls
 
@@ -180,9 +182,10 @@ def backward(k: Kernels, do, dlse, q, k_, v, out, lse, tensors: dict, scale: flo
     """dq, dk, dv (dk, dv per kv head: GQA groups are summed inside the kernel) and delta."""
     B, H, Lq, _ = q.shape
     delta = torch.empty(B, H, Lq, dtype=torch.float32, device=q.device)
+    lse2 = torch.empty_like(delta)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k_), torch.empty_like(v)
     dlse = dlse.contiguous() if dlse is not None else None
-    for call in bwd_calls(k, do.contiguous(), dlse, q, k_, v, out, lse, delta, dq, dk, dv, tensors,
+    for call in bwd_calls(k, do.contiguous(), dlse, q, k_, v, out, lse, delta, lse2, dq, dk, dv, tensors,
                           scale, bm):
         launch(k, call)
     return dq, dk, dv, delta
