@@ -18,6 +18,7 @@ if "triton" not in _sys.modules and "TRITON_INTERPRET" not in _os.environ \
 
 from .ir.errors import DSLError  # noqa: E402
 from .runtime import Variant, attention, block_mask  # noqa: E402
+from .runtime.autotune import autotune  # noqa: E402
 from .runtime.variant import compile_variant as compile  # noqa: A001,E402 - the public name
 
 __version__ = "0.1.0"
@@ -54,5 +55,5 @@ def _check_callables(mods) -> None:
         raise ValueError(f"mask_mods: expected one or more callables, got {mods!r}")
 
 
-__all__ = ["attention", "compile", "Variant", "DSLError", "and_masks", "or_masks", "block_mask",
+__all__ = ["attention", "compile", "Variant", "DSLError", "and_masks", "or_masks", "block_mask", "autotune",
            "__version__"]

@@ -1,52 +1,47 @@
-"""Sweep tile configs for one variant/shape and print each kernel's time: the data behind
-codegen/configs.py. python benchmarks/sweep.py --shape 2,8,4096,128"""
+"""Time every tile-config candidate of each kernel (the autotuner's own timings, kernel by kernel)
+for some variants and shapes: the data behind the defaults in codegen/configs.py.
+
+    python benchmarks/sweep.py --shape 16,16,2048,128 --variant causal --variant full
+"""
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 
 import torch
-import triton
 
 import attnforge
-from attnforge.codegen import configs
-from attnforge.codegen.configs import TileConfig
+from attnforge.runtime import autotune
 
-CANDIDATES = {
-    "fwd": [(128, 64, 4, 3), (128, 64, 8, 3), (128, 64, 8, 2), (128, 128, 8, 2), (64, 64, 4, 3),
-            (128, 32, 4, 3), (64, 128, 4, 2)],
-    "bwd_dkdv": [(32, 64, 4, 2), (64, 64, 4, 2), (32, 128, 4, 2), (64, 128, 8, 2), (32, 64, 4, 3),
-                 (64, 64, 8, 3), (16, 128, 4, 2)],
-    "bwd_dq": [(64, 32, 4, 2), (64, 64, 4, 2), (128, 64, 8, 2), (128, 32, 4, 3), (64, 32, 4, 3),
-               (128, 64, 4, 2)],
+VARIANTS = {
+    "full": "attention full() { }",
+    "causal": "attention causal() { mask = q_idx >= kv_idx }",
+    "softcap": "attention softcap() { score = 30.0 * tanh(score / 30.0)\n mask = q_idx >= kv_idx }",
 }
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shape", default="2,8,4096,128")
-    ap.add_argument("--src", default="attention causal() { mask = q_idx >= kv_idx }")
+    ap.add_argument("--shape", action="append", default=None, help="B,H,L,D (repeatable)")
+    ap.add_argument("--variant", action="append", default=None, choices=sorted(VARIANTS))
     args = ap.parse_args()
-    B, H, L, D = map(int, args.shape.split(","))
-    v = attnforge.compile(args.src)
-    q, k, vv = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-                for _ in range(3))
-    do = torch.randn_like(q)
-    for kind, cands in CANDIDATES.items():
-        base = list(configs.CONFIGS[kind])
-        for c in cands:
-            configs.CONFIGS[kind] = [(256, TileConfig(*c))]
-            try:
-                if kind == "fwd":
-                    t = triton.testing.do_bench(lambda: v(q, k, vv), return_mode="median")
-                else:
-                    t = triton.testing.do_bench(lambda: v(q, k, vv).backward(do),
-                                                return_mode="median")
-            except Exception as err:  # noqa: BLE001 - a config that does not fit is reported
-                print(f"{kind:9} {c} failed: {type(err).__name__}: {str(err)[:80]}")
-                continue
-            print(f"{kind:9} BLOCK_M={c[0]:3} BLOCK_N={c[1]:3} warps={c[2]} stages={c[3]}  "
-                  f"{t:.3f} ms", flush=True)
-        configs.CONFIGS[kind] = base
+    os.environ["ATTNFORGE_CACHE_DIR"] = tempfile.mkdtemp()  # tune afresh, leave no choices behind
+    attnforge.autotune(True)
+    for shape in args.shape or ["16,16,2048,128"]:
+        B, H, L, D = map(int, shape.split(","))
+        for name in args.variant or ["causal"]:
+            v = attnforge.compile(VARIANTS[name])
+            q, k, vv = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+                        for _ in range(3))
+            autotune.TIMINGS.clear()
+            v(q, k, vv).backward(torch.randn_like(q))
+            torch.cuda.synchronize()
+            for key, times in autotune.TIMINGS.items():
+                kind = key.split("|")[1]
+                best = min(times, key=times.get)
+                cells = "  ".join(f"{c}: {t:.3f}" for c, t in sorted(times.items(), key=lambda x: x[1]))
+                print(f"{name:8} {shape:16} {kind:9} best {best:16} | {cells}", flush=True)
 
 
 if __name__ == "__main__":

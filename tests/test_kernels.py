@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import attnforge
+from attnforge.runtime import launch
 from conftest import EXAMPLES, assert_close_rule, load_example
 
 ATOL = {torch.float32: (3e-6, 3e-5), torch.float16: (2e-3, 2e-2), torch.bfloat16: (1e-2, 1e-1)}
@@ -34,9 +35,13 @@ def _run(fn, q, k, v, do, dlse, tensors: dict):
     return [out, lse] + [t.grad for t in leaves] + [learn[n].grad for n in sorted(learn)]
 
 
-def check_variant(variant, B, Hq, Hkv, Lq, Lk, D, Dv, dtype, tensors=None, seed=0, device="cpu"):
+def check_variant(variant, B, Hq, Hkv, Lq, Lk, D, Dv, dtype, tensors=None, seed=0, device="cpu",
+                  layout=None):
+    """`layout` re-lays q, k, v and dO in memory (same values, other strides)."""
     tensors = {n: t.to(device) for n, t in (variant.tensors if tensors is None else tensors).items()}
     q, k, v, do, dlse = (t.to(device) for t in _inputs(B, Hq, Hkv, Lq, Lk, D, Dv, dtype, seed))
+    if layout is not None:
+        q, k, v, do = (layout(t) for t in (q, k, v, do))
     gqa = Hq != Hkv
 
     def kernel(q, k, v, **t):
@@ -100,6 +105,23 @@ def test_odd_shapes(shape):
       mask = (kv_idx <= q_idx + 40) & (kv_idx + 60 > q_idx)
     }"""
     check_variant(attnforge.compile(src), B, Hq, Hkv, Lq, Lk, D, Dv, dtype)
+
+
+LAYOUTS = {
+    # [B, L, H, D] storage (as a projection's output viewed per head): tiles still load through TMA
+    "bshd": (lambda t: t.transpose(1, 2).contiguous().transpose(1, 2), True),
+    # head dim not innermost: no tensor descriptor possible, tiles load through pointers
+    "d_outer": (lambda t: t.transpose(2, 3).contiguous().transpose(2, 3), False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_memory_layouts(name):
+    relayout, tma = LAYOUTS[name]
+    q = relayout(torch.randn(1, 2, 130, 24))
+    assert launch._tma_ok(q) is tma
+    src = "attention c() { score = score - 0.02 * abs(q_idx - kv_idx)\n mask = q_idx >= kv_idx }"
+    check_variant(attnforge.compile(src), 1, 2, 2, 130, 130, 24, 24, torch.float32, layout=relayout)
 
 
 def test_fully_masked_rows():

@@ -1,5 +1,6 @@
-"""Tile configurations as data: per (kernel kind, head-dim bucket). Tiles divide the 128 x 128
-sparse tiles of the block metadata. Tuning (issue 5) replaces these with autotuned choices."""
+"""Tile configurations as data, per (kernel kind, head-dim bucket): the default each kernel launches
+with, and the candidates the autotuner (`runtime/autotune.py`) times when tuning is on. Inner and
+outer tiles divide the 128 x 128 sparse tiles of the block metadata."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,22 +16,53 @@ class TileConfig:
     num_stages: int
 
 
-# kind -> [(max padded head dim, config)], first match wins
+def _configs(*rows: tuple[int, int, int, int]) -> list[TileConfig]:
+    return [TileConfig(*r) for r in rows]
+
+
+# kind -> [(max padded head dim, default, candidates)], first bucket that fits wins.
+# Defaults: H100 (sm_90), bf16, kernel-level timings of benchmarks/sweep.py (see benchmarks/RESULTS.md).
 CONFIGS = {
-    # H100, causal B=2 H=8 L=4096 D=128 bf16 (benchmarks/sweep.py, 2026-11-24): fwd 128x64 w8 s2
-    # 0.261 ms (w4 s3: 0.372 ms); dK/dV 64x64 w4 s2 best of 7; dQ 64x32 w4 s3 best of 6
-    "fwd": [(64, TileConfig(128, 64, 4, 3)), (128, TileConfig(128, 64, 8, 2)),
-            (256, TileConfig(64, 32, 4, 2))],
-    "bwd_preprocess": [(256, TileConfig(64, 0, 4, 1))],
-    "bwd_dkdv": [(64, TileConfig(64, 64, 4, 2)), (128, TileConfig(64, 64, 4, 2)),
-                 (256, TileConfig(32, 32, 4, 1))],
-    "bwd_dq": [(64, TileConfig(64, 64, 4, 2)), (128, TileConfig(64, 32, 4, 3)),
-               (256, TileConfig(32, 32, 4, 1))],
+    "fwd": [
+        (64, TileConfig(128, 64, 4, 3),
+         _configs((128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 4))),
+        (128, TileConfig(128, 64, 8, 2),
+         _configs((128, 64, 8, 2), (128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2), (64, 64, 4, 3),
+                  (128, 32, 4, 4))),
+        (256, TileConfig(64, 32, 4, 2), _configs((64, 32, 4, 2), (64, 64, 4, 2), (128, 32, 8, 2))),
+    ],
+    "bwd_preprocess": [(256, TileConfig(64, 0, 4, 1), [])],
+    "bwd_dkdv": [
+        (64, TileConfig(64, 64, 4, 2),
+         _configs((64, 64, 4, 2), (64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 3))),
+        (128, TileConfig(64, 64, 4, 2),
+         _configs((64, 64, 4, 2), (32, 64, 4, 3), (64, 128, 8, 2), (32, 128, 4, 2), (64, 64, 8, 3),
+                  (64, 128, 8, 3))),
+        (256, TileConfig(32, 32, 4, 1), _configs((32, 32, 4, 1), (32, 64, 4, 1), (64, 64, 8, 1))),
+    ],
+    "bwd_dq": [
+        (64, TileConfig(64, 64, 4, 2),
+         _configs((64, 64, 4, 2), (128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3))),
+        (128, TileConfig(64, 32, 4, 3),
+         _configs((64, 32, 4, 3), (64, 64, 4, 2), (128, 64, 8, 2), (128, 32, 8, 3), (64, 64, 4, 3),
+                  (128, 64, 8, 3))),
+        (256, TileConfig(32, 32, 4, 1), _configs((32, 32, 4, 1), (64, 32, 4, 1), (64, 64, 8, 1))),
+    ],
 }
 
 
-def tile_config(kind: str, block_d: int) -> TileConfig:
-    for limit, cfg in CONFIGS[kind]:
+def _bucket(kind: str, block_d: int):
+    for limit, default, candidates in CONFIGS[kind]:
         if block_d <= limit:
-            return cfg
+            return default, candidates
     raise ValueError(f"head dim: expected at most 256, got a padded size of {block_d}")
+
+
+def tile_config(kind: str, block_d: int) -> TileConfig:
+    return _bucket(kind, block_d)[0]
+
+
+def candidates(kind: str, block_d: int) -> list[TileConfig]:
+    """The default first, then the other candidates."""
+    default, cands = _bucket(kind, block_d)
+    return [default, *(c for c in cands if c != default)]

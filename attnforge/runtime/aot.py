@@ -18,7 +18,7 @@ from triton.compiler import ASTSource
 from ..codegen import Spec
 from ..dsl.trace import TORCH_DTYPES
 from .blocks import BlockMask, TileLists
-from .launch import DTYPES, Call, bwd_calls, fwd_call, kernels_for
+from .launch import DTYPES, BwdBuffers, Call, bwd_calls, fwd_call, kernels_for
 
 TARGET = GPUTarget("cuda", 90, 32)
 PARAM_DTYPES = {name: dt for dt, name in TORCH_DTYPES.items()}
@@ -83,13 +83,17 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
              for p in variant.lowered.params}
     named.update(tensors or {})
     calls = [fwd_call(kern, q, k, v, out, lse, named, 0.125, bm)]
-    calls += bwd_calls(kern, do, lse, q, k, v, out, lse, lse, lse, q, k, v, named, 0.125, bm)
+    calls += bwd_calls(kern, BwdBuffers(do, lse, q, k, v, out, lse, lse, lse, q, k, v), named, 0.125, bm)
     report = []
     for call in calls:
         fn = getattr(kern.modules[call.kind], call.fn_name)
         sig, consts = _signature(fn, call)
-        compiled = triton.compile(ASTSource(fn, sig, consts), target=TARGET, options=call.options)
-        stats = _cubin_stats(compiled.asm["cubin"])
-        report.append({"kind": call.kind, "shared_bytes": compiled.metadata.shared,
-                       "num_warps": compiled.metadata.num_warps, **stats})
+        # kernels that walk tiles compile twice: tiles through TMA descriptors, and through pointers
+        for tma in ((False, True) if "USE_TMA" in consts else (None,)):
+            if tma is not None:
+                consts["USE_TMA"] = tma
+            compiled = triton.compile(ASTSource(fn, sig, dict(consts)), target=TARGET, options=call.options)
+            stats = _cubin_stats(compiled.asm["cubin"])
+            report.append({"kind": call.kind + (" tma" if tma else ""), "shared_bytes": compiled.metadata.shared,
+                           "num_warps": compiled.metadata.num_warps, **stats})
     return report

@@ -9,8 +9,9 @@ import triton
 import triton.language as tl
 
 from .. import codegen
-from ..codegen import SPARSE_BLOCK, Spec, tile_config
+from ..codegen import SPARSE_BLOCK, Spec, TileConfig, tile_config
 from ..ir.program import Program
+from . import autotune
 from .blocks import BlockMask, TileLists, cached_block_mask
 from .cache import cache_key, device_tag, interpreting, load_module
 
@@ -73,6 +74,28 @@ def _precision(dtype: torch.dtype) -> dict:
     return {"PRECISION": "ieee" if dtype == torch.float32 else "tf32", "DOT": dot}
 
 
+def _tma_ok(*tensors: torch.Tensor) -> bool:
+    """Tiles of these tensors can be copied by TMA (tensor descriptors): unit last stride, 16-byte
+    aligned base and row strides. Hopper and newer, or the interpreter (which emulates it)."""
+    if not interpreting() and (tensors[0].device.type != "cuda"
+                               or torch.cuda.get_device_capability(tensors[0].device)[0] < 9):
+        return False
+    return all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0
+               and all(st * t.element_size() % 16 == 0 for st in t.stride()[:-1]) for t in tensors)
+
+
+def _ensure_allocator() -> None:
+    """In-kernel tensor descriptors need scratch memory from an allocator Triton holds per thread
+    (autograd runs the backward on its own thread): set one where none is set."""
+    try:
+        from triton.runtime._allocation import NullAllocator, _allocator
+        if not isinstance(_allocator.get(), NullAllocator):
+            return
+    except ImportError:  # a Triton that keeps it elsewhere: set ours
+        pass
+    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
+
+
 def block_mask_for(k: Kernels, B, H, Lq, Lk, tensors, device) -> BlockMask:
     return cached_block_mask(k.key, k.prog, B, H, Lq, Lk, tensors, SPARSE_BLOCK, SPARSE_BLOCK, device)
 
@@ -89,49 +112,88 @@ class Call:
     options: dict
 
 
-def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: BlockMask) -> Call:
+def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: BlockMask,
+             cfg: TileConfig | None = None) -> Call:
     B, H, Lq, D = q.shape
     Lk, DV = k_.shape[2], v.shape[3]
-    cfg = tile_config("fwd", k.spec.block_d)
+    cfg = cfg or tile_config("fwd", k.spec.block_d)
     args = [q, k_, v, out, lse, *q.stride(), *k_.stride(), *v.stride(), *out.stride(),
             lse.stride(0), lse.stride(1), Lq, Lk, H, scale,
             bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, bm.order("q", cfg.block_m),
             *_meta_args(bm.kv), *_param_args(k.prog, tensors)]
     consts = dict(GROUP=k.spec.group, D=D, DV=DV, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                   BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m,
-                  SPARSE_N=bm.block_n, **_precision(q.dtype))
+                  SPARSE_N=bm.block_n, USE_TMA=_tma_ok(k_, v), **_precision(q.dtype))
     return Call("fwd", "attn_fwd", (Lq, B * H, cfg.block_m), args, consts, _options(cfg))
 
 
-def bwd_calls(k: Kernels, do, dlse, q, k_, v, out, lse, delta, lse2, dq, dk, dv, tensors: dict,
-              scale: float, bm: BlockMask) -> list[Call]:
-    """preprocess (delta = rowsum(dO * O) - dLSE, lse2 = lse * log2(e)), then dK/dV and dQ."""
-    B, H, Lq, D = q.shape
-    HKV, Lk, DV = k_.shape[1], k_.shape[2], v.shape[3]
+@dataclass
+class BwdBuffers:
+    """Everything the backward kernels read and write."""
+
+    do: torch.Tensor
+    dlse: torch.Tensor | None
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    out: torch.Tensor
+    lse: torch.Tensor
+    delta: torch.Tensor
+    lse2: torch.Tensor
+    dq: torch.Tensor
+    dk: torch.Tensor
+    dv: torch.Tensor
+
+
+def preprocess_call(k: Kernels, t: BwdBuffers) -> Call:
+    """delta = rowsum(dO * O) - dLSE and lse2 = lse * log2(e)."""
+    B, H, Lq, _ = t.q.shape
     pre = tile_config("bwd_preprocess", k.spec.block_dv)
-    has_dlse = dlse is not None
-    calls = [Call("bwd_preprocess", "attn_bwd_preprocess", (Lq, B * H, pre.block_m),
-                  [out, do, dlse if has_dlse else delta, lse, delta, lse2, *out.stride(), *do.stride(),
-                   Lq, H],
-                  dict(HAS_DLSE=has_dlse, DV=DV, BLOCK_M=pre.block_m, BLOCK_DV=k.spec.block_dv),
-                  _options(pre))]
-    params = _param_args(k.prog, tensors)
-    common = dict(GROUP=k.spec.group, D=D, DV=DV, BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv,
-                  SPARSE_M=bm.block_m, SPARSE_N=bm.block_n, **_precision(q.dtype))
-    strides = [*q.stride(), *k_.stride(), *v.stride(), *do.stride()]
-    cfg = tile_config("bwd_dkdv", k.spec.block_d)
-    calls.append(Call("bwd_dkdv", "attn_bwd_dkdv", (Lk, B * HKV, cfg.block_n),
-                      [q, k_, v, do, lse2, delta, dk, dv, *strides, Lq, Lk, H, HKV, scale,
-                       bm.q.num, bm.q.ind, bm.q_full.num, bm.q_full.ind, bm.order("kv", cfg.block_n),
-                       *_meta_args(bm.q), *params],
-                      dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **common), _options(cfg)))
-    cfg = tile_config("bwd_dq", k.spec.block_d)
-    calls.append(Call("bwd_dq", "attn_bwd_dq", (Lq, B * H, cfg.block_m),
-                      [q, k_, v, do, lse2, delta, dq, *strides, Lq, Lk, H, scale,
-                       bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, bm.order("q", cfg.block_m),
-                       *_meta_args(bm.kv), *params],
-                      dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **common), _options(cfg)))
-    return calls
+    has_dlse = t.dlse is not None
+    return Call("bwd_preprocess", "attn_bwd_preprocess", (Lq, B * H, pre.block_m),
+                [t.out, t.do, t.dlse if has_dlse else t.delta, t.lse, t.delta, t.lse2,
+                 *t.out.stride(), *t.do.stride(), Lq, H],
+                dict(HAS_DLSE=has_dlse, DV=t.v.shape[3], BLOCK_M=pre.block_m,
+                     BLOCK_DV=k.spec.block_dv), _options(pre))
+
+
+def dkdv_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask,
+              cfg: TileConfig | None = None) -> Call:
+    B, H, Lq, _ = t.q.shape
+    HKV, Lk = t.k.shape[1], t.k.shape[2]
+    cfg = cfg or tile_config("bwd_dkdv", k.spec.block_d)
+    return Call("bwd_dkdv", "attn_bwd_dkdv", (Lk, B * HKV, cfg.block_n),
+                [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dk, t.dv, *_bwd_strides(t), Lq, Lk, H, HKV,
+                 scale, bm.q.num, bm.q.ind, bm.q_full.num, bm.q_full.ind, bm.order("kv", cfg.block_n),
+                 *_meta_args(bm.q), *_param_args(k.prog, tensors)],
+                dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm)), _options(cfg))
+
+
+def dq_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask,
+            cfg: TileConfig | None = None) -> Call:
+    B, H, Lq, _ = t.q.shape
+    Lk = t.k.shape[2]
+    cfg = cfg or tile_config("bwd_dq", k.spec.block_d)
+    return Call("bwd_dq", "attn_bwd_dq", (Lq, B * H, cfg.block_m),
+                [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dq, *_bwd_strides(t), Lq, Lk, H, scale,
+                 bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, bm.order("q", cfg.block_m),
+                 *_meta_args(bm.kv), *_param_args(k.prog, tensors)],
+                dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm)), _options(cfg))
+
+
+def _bwd_strides(t: BwdBuffers) -> list:
+    return [*t.q.stride(), *t.k.stride(), *t.v.stride(), *t.do.stride()]
+
+
+def _bwd_consts(k: Kernels, t: BwdBuffers, bm: BlockMask) -> dict:
+    return dict(GROUP=k.spec.group, D=t.q.shape[3], DV=t.v.shape[3], BLOCK_D=k.spec.block_d,
+                BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m, SPARSE_N=bm.block_n,
+                USE_TMA=_tma_ok(t.q, t.k, t.v, t.do), **_precision(t.q.dtype))
+
+
+def bwd_calls(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask) -> list[Call]:
+    """preprocess, then dK/dV and dQ, with the default tile configs."""
+    return [preprocess_call(k, t), dkdv_call(k, t, tensors, scale, bm), dq_call(k, t, tensors, scale, bm)]
 
 
 def _options(cfg) -> dict:
@@ -143,14 +205,19 @@ _FITTED: dict[tuple, tuple[dict, dict]] = {}
 INNER = {"fwd": "BLOCK_N", "bwd_dq": "BLOCK_N", "bwd_dkdv": "BLOCK_M"}
 
 
-def launch(k: Kernels, call: Call) -> None:
+def launch(k: Kernels, call: Call, fallback: bool = True) -> None:
     """Launch; where a config needs more shared memory than the GPU has (extra loads of captured
     tensors, large head dims), retry with fewer pipeline stages, then a smaller inner tile, and
-    remember what fit."""
+    remember what fit (unless `fallback` is off: the autotuner skips such configs)."""
     mod = k.modules[call.kind]
     fn = getattr(mod, call.fn_name)[mod.grid(*call.grid_args)]
     if interpreting():
         fn(*call.args, **call.constexprs)
+        return
+    if call.constexprs.get("USE_TMA"):
+        _ensure_allocator()
+    if not fallback:
+        fn(*call.args, **call.constexprs, **call.options)
         return
     key = (k.key, call.kind, tuple(sorted(call.constexprs.items(), key=lambda kv: kv[0])))
     consts, opts = _FITTED.get(key, (call.constexprs, call.options))
@@ -174,7 +241,9 @@ def forward(k: Kernels, q, k_, v, tensors: dict, scale: float, bm: BlockMask):
     B, H, Lq, _ = q.shape
     out = torch.empty(B, H, Lq, v.shape[3], dtype=q.dtype, device=q.device)
     lse = torch.empty(B, H, Lq, dtype=torch.float32, device=q.device)
-    launch(k, fwd_call(k, q, k_, v, out, lse, tensors, scale, bm))
+    cfg = autotune.config_for(k, "fwd", Lq, lambda c: fwd_call(k, q, k_, v, out, lse, tensors, scale, bm, c),
+                              launch)
+    launch(k, fwd_call(k, q, k_, v, out, lse, tensors, scale, bm, cfg))
     return out, lse
 
 
@@ -182,11 +251,12 @@ def backward(k: Kernels, do, dlse, q, k_, v, out, lse, tensors: dict, scale: flo
     """dq, dk, dv (dk, dv per kv head: GQA groups are summed inside the kernel) and delta."""
     B, H, Lq, _ = q.shape
     delta = torch.empty(B, H, Lq, dtype=torch.float32, device=q.device)
-    lse2 = torch.empty_like(delta)
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k_), torch.empty_like(v)
-    dlse = dlse.contiguous() if dlse is not None else None
-    for call in bwd_calls(k, do.contiguous(), dlse, q, k_, v, out, lse, delta, lse2, dq, dk, dv, tensors,
-                          scale, bm):
-        launch(k, call)
-    return dq, dk, dv, delta
-
+    t = BwdBuffers(do.contiguous(), dlse.contiguous() if dlse is not None else None, q, k_, v, out, lse,
+                   delta, torch.empty_like(delta), torch.empty_like(q), torch.empty_like(k_),
+                   torch.empty_like(v))
+    launch(k, preprocess_call(k, t))
+    for kind, make in (("bwd_dkdv", dkdv_call), ("bwd_dq", dq_call)):
+        cfg = autotune.config_for(k, kind, Lq, lambda c, make=make: make(k, t, tensors, scale, bm, c),
+                                  launch)
+        launch(k, make(k, t, tensors, scale, bm, cfg))
+    return t.dq, t.dk, t.dv, delta
