@@ -21,12 +21,15 @@ def _configs(*rows: tuple[int, int, int, int]) -> list[TileConfig]:
 
 
 # kind -> [(max padded head dim, default, candidates)], first bucket that fits wins.
-# Defaults: H100 (sm_90), bf16, kernel-level timings of benchmarks/sweep.py (see benchmarks/RESULTS.md).
+# Defaults: H100 (sm_90), bf16, B=16 H=16 L=2048 D=128, full and causal: kernel-level timings of
+# benchmarks/sweep.py (benchmarks/RESULTS.md, 2026-11-24): fwd 64x64 w4 s3 (causal 0.73-0.76 ms vs
+# 0.86-0.93 for 128x64 w8), dK/dV 64x64 w4 s2 (1.25 ms; next 32x64 w4 s3 1.41), dQ 64x64 w4 s2
+# (0.85 ms; next 128x64 w8 s3 0.96).
 CONFIGS = {
     "fwd": [
         (64, TileConfig(128, 64, 4, 3),
          _configs((128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 4))),
-        (128, TileConfig(128, 64, 8, 2),
+        (128, TileConfig(64, 64, 4, 3),
          _configs((128, 64, 8, 2), (128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2), (64, 64, 4, 3),
                   (128, 32, 4, 4))),
         (256, TileConfig(64, 32, 4, 2), _configs((64, 32, 4, 2), (64, 64, 4, 2), (128, 32, 8, 2))),
@@ -43,7 +46,7 @@ CONFIGS = {
     "bwd_dq": [
         (64, TileConfig(64, 64, 4, 2),
          _configs((64, 64, 4, 2), (128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3))),
-        (128, TileConfig(64, 32, 4, 3),
+        (128, TileConfig(64, 64, 4, 2),
          _configs((64, 32, 4, 3), (64, 64, 4, 2), (128, 64, 8, 2), (128, 32, 8, 3), (64, 64, 4, 3),
                   (128, 64, 8, 3))),
         (256, TileConfig(32, 32, 4, 1), _configs((32, 32, 4, 1), (64, 32, 4, 1), (64, 64, 8, 1))),
