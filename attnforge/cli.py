@@ -1,5 +1,6 @@
-"""Command line: `attnforge inspect FILE.attn --stage {ir,passes,blocks,triton}` and
-`attnforge aot FILE.attn` (compile every kernel for sm_90 and print registers, shared memory, spills)."""
+"""Command line: `attnforge inspect FILE.attn --stage {ir,passes,blocks,triton}`,
+`attnforge aot FILE.attn` (compile every kernel for sm_90 and print registers, shared memory, spills)
+and `attnforge bench` (attnforge vs flex vs SDPA on the GPU; `attnforge bench --help`)."""
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,13 @@ def _constants(items: list[str]) -> dict:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its own options: attnforge bench --help
+        from .bench import main as bench
+        return bench(argv[1:])
     ap = argparse.ArgumentParser(prog="attnforge")
     sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("bench", help="benchmark against torch.compile(flex_attention) and SDPA (GPU)")
     ins = sub.add_parser("inspect", help="print a variant's IR, passes, tile classification or kernels")
     ins.add_argument("file")
     ins.add_argument("--stage", choices=("ir", "passes", "blocks", "triton"), default="ir")

@@ -1,0 +1,368 @@
+"""attnforge vs torch.compile(flex_attention) vs SDPA (flash, cuDNN), in one process, per case.
+
+    attnforge bench --quick                    # (or python benchmarks/bench.py) one shape, every case
+    attnforge bench --case causal --shape 2,8,4096,128 --tune
+
+Forward and backward (forward+backward minus forward) are medians of CUDA-event timings after
+warm-up (triton.testing.do_bench, which flushes L2 before every run), on the same inputs for every
+implementation. TFLOP/s count only unmasked work: the density of each mask is measured on the tile
+grid of the dense mask of one row block at a time. Ratios are vs flex and vs cuDNN, from the same
+run. Also measured: compile + first call of a new variant, cold (empty attnforge and Triton caches)
+and warm from the disk cache in a new process, recompiles when L changes, the block metadata build
+at L=131072, and peak extra memory of forward+backward. The issue-5 targets are checked at the end;
+`--json` keeps the rows and `--chart` draws them (matplotlib).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import torch
+import triton
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+import attnforge
+
+SHAPES = [(16, 16, 2048, 128), (4, 16, 8192, 128), (4, 16, 8192, 64), (1, 16, 32768, 128)]
+
+
+def causal(b, h, q, k):
+    return q >= k
+
+
+@dataclass
+class Case:
+    name: str
+    mask_mod: object = None
+    score_mod: object = None
+    sdpa_causal: bool | None = None  # None: SDPA cannot express it
+    hkv: int | None = None
+    learnable: dict = field(default_factory=dict)
+
+
+def cases(B: int, H: int, L: int, device="cuda") -> list[Case]:
+    g = torch.Generator().manual_seed(0)
+    doc_eq = torch.arange(L, device=device) // (L // 8)
+    cuts = torch.sort(torch.randperm(L - 1, generator=g)[:7] + 1).values
+    lengths = torch.diff(torch.cat([torch.tensor([0]), cuts, torch.tensor([L])]))
+    doc_rand = torch.repeat_interleave(torch.arange(8), lengths).to(device)
+    bias = (torch.randn(H, 2 * L - 1, generator=g) * 0.1).to(device).requires_grad_()
+
+    def doc_mask(ids):
+        return lambda b, h, q, k: (ids[q] == ids[k]) & (q >= k)
+
+    def alibi(s, b, h, q, k):
+        return s + (k - q) * torch.exp2(-((h + 1) * 8.0 / H))
+
+    def softcap(s, b, h, q, k):
+        return 30.0 * torch.tanh(s / 30.0)
+
+    def rel_bias(s, b, h, q, k):
+        return s + bias[h, q - k + (L - 1)]
+
+    return [
+        Case("full", sdpa_causal=False),
+        Case("causal", causal, sdpa_causal=True),
+        Case("sliding1024", lambda b, h, q, k: (q >= k) & (q - k < 1024)),
+        Case("prefix_lm1024", lambda b, h, q, k: (k < 1024) | (q >= k)),
+        Case("document8", doc_mask(doc_eq)),
+        Case("document_random", doc_mask(doc_rand)),
+        Case("alibi_causal", causal, alibi),
+        Case("softcap30_causal", causal, softcap),
+        Case("rel_bias_causal", causal, rel_bias, learnable={"bias": bias}),
+        Case("gqa32:8_causal", causal, sdpa_causal=True, hkv=H // 4),
+    ]
+
+
+def density(mask_mod, L: int, device="cuda") -> float:
+    if mask_mod is None:
+        return 1.0
+    kv = torch.arange(L, device=device)
+    total = 0
+    for r0 in range(0, L, 1024):
+        q = torch.arange(r0, min(L, r0 + 1024), device=device)
+        total += int(mask_mod(0, 0, q[:, None], kv[None, :]).sum())
+    return total / (L * L)
+
+
+def _time(fn, quick: bool) -> float:
+    return triton.testing.do_bench(fn, warmup=25 if quick else 100, rep=100 if quick else 400,
+                                   return_mode="median")
+
+
+def _peak_extra_mib(fn, baseline: int) -> float:
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - baseline) / 2 ** 20
+
+
+def run_case(case: Case, B: int, H: int, L: int, D: int, quick: bool) -> list[dict]:
+    hq = 32 if case.name.startswith("gqa") else H
+    hkv = 8 if case.name.startswith("gqa") else H
+    q = torch.randn(B, hq, L, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k, v = (torch.randn(B, hkv, L, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            for _ in range(2))
+    do = torch.randn_like(q)
+    gqa = hq != hkv
+    variant = attnforge.compile(score_mod=case.score_mod, mask_mod=case.mask_mod) \
+        if case.score_mod or case.mask_mod else attnforge.compile("attention full() { }")
+    torch._dynamo.reset()  # a fresh compile per case: no recompile limit, no eager fallback
+    flex = torch.compile(flex_attention)
+    bm = create_block_mask(case.mask_mod, B, hq, L, L, device="cuda") if case.mask_mod else None
+    impls = {"attnforge": lambda: variant(q, k, v, enable_gqa=gqa),
+             "flex": lambda: flex(q, k, v, score_mod=case.score_mod, block_mask=bm, enable_gqa=gqa)}
+    for backend, name in ((SDPBackend.FLASH_ATTENTION, "sdpa_flash"),
+                          (SDPBackend.CUDNN_ATTENTION, "sdpa_cudnn")):
+        if case.sdpa_causal is not None:
+            def sdpa(backend=backend):
+                with sdpa_kernel([backend]):
+                    return torch.nn.functional.scaled_dot_product_attention(
+                        q, k, v, is_causal=case.sdpa_causal, enable_gqa=gqa)
+            impls[name] = sdpa
+    flops = 4 * B * hq * L * L * D * density(case.mask_mod, L)
+    rows = []
+    for name, fn in impls.items():
+        def fwd_bwd(fn=fn):
+            q.grad = k.grad = v.grad = None
+            for t in case.learnable.values():
+                t.grad = None
+            fn().backward(do)
+        try:
+            t0 = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            first = time.perf_counter() - t0
+            t_f = _time(fn, quick)
+            t_b = _time(fwd_bwd, quick) - t_f
+            q.grad = k.grad = v.grad = None
+            mem = _peak_extra_mib(fwd_bwd, torch.cuda.memory_allocated())
+        except Exception as err:  # noqa: BLE001 - an implementation that cannot run this case
+            print(f"  {case.name} {name}: {type(err).__name__}: {str(err)[:100]}")
+            continue
+        rows.append({"case": case.name, "shape": (B, hq, L, D), "impl": name, "fwd_ms": t_f,
+                     "bwd_ms": t_b, "fwd_tflops": flops / t_f / 1e9,
+                     "bwd_tflops": 2.5 * flops / t_b / 1e9, "first_call_s": first, "peak_extra_mib": mem})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    by = {(r["case"], tuple(r["shape"]), r["impl"]): r for r in rows}
+    out = ["| case | shape | impl | fwd ms | bwd ms | fwd TF/s | bwd TF/s | fwd/flex | bwd/flex "
+           "| fwd/cuDNN | first call s | peak extra MiB |", "|" + "---|" * 12]
+    for r in rows:
+        flex = by.get((r["case"], tuple(r["shape"]), "flex"))
+        cudnn = by.get((r["case"], tuple(r["shape"]), "sdpa_cudnn"))
+
+        def ratio(other, key):
+            return f"{other[key] / r[key]:.2f}" if other else "-"
+        out.append(f"| {r['case']} | {','.join(map(str, r['shape']))} | {r['impl']} | "
+                   f"{r['fwd_ms']:.3f} | {r['bwd_ms']:.3f} | {r['fwd_tflops']:.0f} | "
+                   f"{r['bwd_tflops']:.0f} | {ratio(flex, 'fwd_ms')} | {ratio(flex, 'bwd_ms')} | "
+                   f"{ratio(cudnn, 'fwd_ms')} | {r['first_call_s']:.2f} | {r['peak_extra_mib']:.0f} |")
+    return "\n".join(out)
+
+
+# Compile + first call of a new variant in a fresh process: cold (empty attnforge and Triton caches),
+# then warm (same caches, new process); then lengths that must reuse the binaries.
+COMPILE_PROBE = """
+import json, sys, time, torch
+t_import = time.perf_counter()
+import attnforge, triton
+src, L = sys.argv[1], int(sys.argv[2])
+q, k, v = (torch.randn(2, 8, L, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+torch.cuda.synchronize()
+t0 = time.perf_counter()
+var = attnforge.compile(src)
+out = var(q, k, v)
+torch.cuda.synchronize()
+t_fwd = time.perf_counter() - t0
+out.sum().backward()
+torch.cuda.synchronize()
+t_bwd = time.perf_counter() - t0 - t_fwd
+def binaries():
+    from attnforge.runtime import ops
+    n = 0
+    for kern in ops._KERNELS.values():
+        for mod in kern.modules.values():
+            for obj in vars(mod).values():
+                for cache in getattr(obj, "device_caches", {}).values():
+                    n += len(cache[0])
+    return n
+before = binaries()
+for L2 in (L // 2 + 64, L + 320):
+    q2, k2, v2 = (torch.randn(2, 8, L2, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    var(q2, k2, v2).sum().backward()
+torch.cuda.synchronize()
+print(json.dumps({"fwd_s": t_fwd, "bwd_s": t_bwd, "recompiles": binaries() - before}))
+"""
+
+COMPILE_VARIANTS = {
+    "causal": "attention causal() { mask = q_idx >= kv_idx }",
+    "softcap30_causal": "attention softcap() { score = 30.0 * tanh(score / 30.0)\n mask = q_idx >= kv_idx }",
+    "sliding1024": "attention sliding() { mask = (q_idx >= kv_idx) & (q_idx - kv_idx < 1024) }",
+}
+
+
+def compile_times(L: int = 2048) -> list[dict]:
+    rows = []
+    for name, src in COMPILE_VARIANTS.items():
+        with tempfile.TemporaryDirectory() as af, tempfile.TemporaryDirectory() as tr:
+            env = {**os.environ, "ATTNFORGE_CACHE_DIR": af, "TRITON_CACHE_DIR": tr, "ATTNFORGE_AUTOTUNE": "0"}
+            for phase in ("cold", "warm"):
+                out = subprocess.run([sys.executable, "-c", COMPILE_PROBE, src, str(L)], env=env,
+                                     capture_output=True, text=True, timeout=600)
+                if out.returncode:
+                    print(f"  compile probe {name} {phase} failed: {out.stderr[-300:]}")
+                    continue
+                rows.append({"variant": name, "phase": phase, **json.loads(out.stdout.splitlines()[-1])})
+    return rows
+
+
+def metadata_time(L: int = 131072, reps: int = 20) -> float:
+    """ms to build the block metadata of causal + window 4096 at L x L on the GPU (uncached)."""
+    from .runtime.blocks import build_block_mask
+    from .codegen import SPARSE_BLOCK
+    v = attnforge.compile("attention w() { mask = (q_idx >= kv_idx) & (q_idx - kv_idx < 4096) }")
+    build = lambda: build_block_mask(v.lowered, 1, 1, L, L, {}, SPARSE_BLOCK, SPARSE_BLOCK, "cuda")  # noqa: E731
+    build()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        build()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / reps * 1e3
+
+
+TARGETS = [  # (what, cases it applies to, key, other impl, at least)
+    ("fwd >= 1.15x flex", None, "fwd_ms", "flex", 1.15),
+    ("bwd >= 1.15x flex", None, "bwd_ms", "flex", 1.15),
+    ("document fwd >= 2x flex", ("document8", "document_random"), "fwd_ms", "flex", 2.0),
+    ("document bwd >= 2x flex", ("document8", "document_random"), "bwd_ms", "flex", 2.0),
+    ("softcap fwd >= 1.5x flex", ("softcap30_causal",), "fwd_ms", "flex", 1.5),
+    ("softcap bwd >= 1.5x flex", ("softcap30_causal",), "bwd_ms", "flex", 1.5),
+    ("fwd >= 0.85x cuDNN", ("full", "causal"), "fwd_ms", "sdpa_cudnn", 0.85),
+]
+
+
+def check_targets(rows: list[dict], compiles: list[dict], meta_ms: float | None) -> list[str]:
+    by = {(r["case"], tuple(r["shape"]), r["impl"]): r for r in rows}
+    lines = []
+    for what, which, key, other, need in TARGETS:
+        for r in rows:
+            if r["impl"] != "attnforge" or (which and r["case"] not in which):
+                continue
+            ref = by.get((r["case"], tuple(r["shape"]), other))
+            if ref is None:
+                if other == "flex" and which is None:
+                    lines.append(f"met    {what:26} {r['case']} {r['shape']}: flex cannot run it")
+                continue
+            got = ref[key] / r[key]
+            lines.append(f"{'met   ' if got >= need else 'MISSED'} {what:26} {r['case']} "
+                         f"{','.join(map(str, r['shape']))}: {got:.2f}x")
+    for c in compiles:
+        limit = 2.0 if c["phase"] == "cold" else 0.05
+        lines.append(f"{'met   ' if c['fwd_s'] < limit else 'MISSED'} compile+first call {c['phase']:4} "
+                     f"< {limit:g} s  {c['variant']}: {c['fwd_s']:.3f} s (bwd first call {c['bwd_s']:.3f} s)")
+        if c["phase"] == "warm":
+            lines.append(f"{'met   ' if c['recompiles'] == 0 else 'MISSED'} zero recompiles when L changes "
+                         f"{c['variant']}: {c['recompiles']}")
+    if meta_ms is not None:
+        lines.append(f"{'met   ' if meta_ms < 5 else 'MISSED'} block metadata causal+window L=131072 < 5 ms: "
+                     f"{meta_ms:.2f} ms")
+    return lines
+
+
+def chart(rows: list[dict], path: str) -> None:
+    """Bars of attnforge's speed-up over flex, fwd and bwd, per case and shape."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"chart {path} skipped: matplotlib is not installed (pip install matplotlib)")
+        return
+    by = {(r["case"], tuple(r["shape"]), r["impl"]): r for r in rows}
+    labels, fwd, bwd = [], [], []
+    for r in rows:
+        flex = by.get((r["case"], tuple(r["shape"]), "flex"))
+        if r["impl"] == "attnforge" and flex:
+            labels.append(f"{r['case']}\n{'x'.join(map(str, r['shape']))}")
+            fwd.append(flex["fwd_ms"] / r["fwd_ms"])
+            bwd.append(flex["bwd_ms"] / r["bwd_ms"])
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(labels)), 4.5))
+    x = range(len(labels))
+    ax.bar([i - 0.2 for i in x], fwd, 0.4, label="forward")
+    ax.bar([i + 0.2 for i in x], bwd, 0.4, label="backward")
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.axhline(1.15, color="red", lw=0.8, ls="--", label="target 1.15x")
+    ax.set_xticks(list(x), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("speed-up over torch.compile(flex_attention)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"chart written to {path}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="attnforge bench")
+    ap.add_argument("--quick", action="store_true", help="first shape only, shorter timings")
+    ap.add_argument("--case", default=None, help="one case by name (default: all)")
+    ap.add_argument("--shape", action="append", default=None, help="B,H,L,D (repeatable; default: the issue's)")
+    ap.add_argument("--tune", action="store_true", help="autotune tile configs (choices cached on disk)")
+    ap.add_argument("--no-compile-times", action="store_true", help="skip the compile-time probes")
+    ap.add_argument("--out", default=None, help="write the markdown report here")
+    ap.add_argument("--json", default=None, help="write the rows as JSON here")
+    ap.add_argument("--chart", default=None, help="draw a PNG bar chart of the ratios vs flex")
+    ap.add_argument("--from-json", default=None, help="no timing: report (and chart) saved rows")
+    args = ap.parse_args(argv)
+    if args.from_json:
+        saved = json.load(open(args.from_json))
+        print(saved["head"] + "\n\n" + table(saved["rows"]))
+        print("\n".join(check_targets(saved["rows"], saved["compiles"], saved["metadata_ms"])))
+        if args.chart:
+            chart(saved["rows"], args.chart)
+        return 0
+    if not torch.cuda.is_available():
+        print("attnforge bench needs a CUDA GPU", file=sys.stderr)
+        return 2
+    attnforge.autotune(args.tune)
+    shapes = [tuple(map(int, s.split(","))) for s in args.shape] if args.shape else \
+        SHAPES[:1] if args.quick else SHAPES
+    compiles = [] if args.no_compile_times else compile_times()
+    meta_ms = metadata_time()
+    rows = []
+    for B, H, L, D in shapes:
+        for case in cases(B, H, L):
+            if args.case and case.name != args.case:
+                continue
+            rows += run_case(case, B, H, L, D, args.quick)
+            print(table([r for r in rows if r["case"] == case.name and r["shape"][2] == L]),
+                  flush=True)
+    head = (f"{datetime.date.today()} {torch.cuda.get_device_name()}, torch {torch.__version__}, "
+            f"triton {triton.__version__}, bf16")
+    targets = check_targets(rows, compiles, meta_ms)
+    text = f"{head}\n\n{table(rows)}\n\nTargets:\n" + "\n".join(targets) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"head": head, "rows": rows, "compiles": compiles, "metadata_ms": meta_ms}, f, indent=1)
+    if args.chart:
+        chart(rows, args.chart)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
