@@ -50,11 +50,23 @@ def _prepare(key: str, q: Tensor, k: Tensor, v: Tensor, tensors):
     return kern, named, bm
 
 
+def _forward(q, k, v, tensors, variant, scale):
+    kern, named, bm = _prepare(variant, q, k, v, tensors)
+    return launch.forward(kern, q, k, v, named, scale, bm)
+
+
+def _backward_impl(do, dlse, q, k, v, out, lse, tensors, wanted, variant, scale):
+    kern, named, bm = _prepare(variant, q, k, v, tensors)
+    dq, dk, dv, delta = launch.backward(kern, do, dlse, q, k, v, out, lse, named, scale, bm)
+    names = [n for n, w in zip(_VARIANTS[variant].params, wanted) if w]
+    grads = param_grads(kern.prog, q, k, v, do, lse, delta, named, scale, names)
+    return dq, dk, dv, [grads[n] for n in names]
+
+
 @torch.library.custom_op("attnforge::attention", mutates_args=())
 def attention_op(q: Tensor, k: Tensor, v: Tensor, tensors: list[Tensor], variant: str,
                  scale: float) -> tuple[Tensor, Tensor]:
-    kern, named, bm = _prepare(variant, q, k, v, tensors)
-    return launch.forward(kern, q, k, v, named, scale, bm)
+    return _forward(q, k, v, tensors, variant, scale)
 
 
 @attention_op.register_fake
@@ -67,11 +79,7 @@ def _(q, k, v, tensors, variant, scale):
 def attention_backward_op(do: Tensor, dlse: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor,
                           lse: Tensor, tensors: list[Tensor], wanted: list[bool], variant: str,
                           scale: float) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
-    kern, named, bm = _prepare(variant, q, k, v, tensors)
-    dq, dk, dv, delta = launch.backward(kern, do, dlse, q, k, v, out, lse, named, scale, bm)
-    names = [n for n, w in zip(_VARIANTS[variant].params, wanted) if w]
-    grads = param_grads(kern.prog, q, k, v, do, lse, delta, named, scale, names)
-    return dq, dk, dv, [grads[n] for n in names]
+    return _backward_impl(do, dlse, q, k, v, out, lse, tensors, wanted, variant, scale)
 
 
 @attention_backward_op.register_fake
@@ -99,7 +107,32 @@ def _backward(ctx, dout, dlse):
 attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _Eager(torch.autograd.Function):
+    """The same forward and backward as the custom ops, for eager calls: a custom op's first call
+    imports torch._dynamo (~1-2 s of a new process), which eager users should not pay."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, variant, scale, *tensors):
+        out, lse = _forward(q, k, v, list(tensors), variant, scale)
+        ctx.variant, ctx.scale = variant, scale
+        ctx.wanted = [t.is_floating_point() and t.requires_grad for t in tensors]
+        ctx.save_for_backward(q, k, v, out, lse, *tensors)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        q, k, v, out, lse, *tensors = ctx.saved_tensors
+        dq, dk, dv, dparams = _backward_impl(dout, dlse, q, k, v, out, lse, tensors, ctx.wanted,
+                                             ctx.variant, ctx.scale)
+        it = iter(dparams)
+        return (dq, dk, dv, None, None, *(next(it) if w else None for w in ctx.wanted))
+
+
 def run(key: str, q, k, v, tensors: dict, scale: float):
-    """(out, lse) through the generated kernels of the variant registered under `key`."""
+    """(out, lse) through the generated kernels of the variant registered under `key`: the custom
+    op under torch.compile (traced through its fake implementation), an autograd.Function eagerly.
+    q, k, v keep their strides: kernels take any layout (TMA where it allows, pointers otherwise)."""
     params = [tensors[n].contiguous() for n in _VARIANTS[key].params]
-    return attention_op(q.contiguous(), k.contiguous(), v.contiguous(), params, key, float(scale))
+    if torch.compiler.is_compiling():
+        return attention_op(q, k, v, params, key, float(scale))
+    return _Eager.apply(q, k, v, key, float(scale), *params)
