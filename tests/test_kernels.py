@@ -155,3 +155,24 @@ def test_captured_gradients_are_deterministic():
         grads.append(bias.grad)
     assert torch.equal(grads[0], grads[1])
     assert grads[0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("per_batch", [True, False])
+def test_relative_bias_gradient_through_diagonal_kernel(per_batch, monkeypatch):
+    """A bucketed relative-position bias (clamped distance, per head) with GQA, Lq != Lk and a
+    banded mask: its gradient comes from bwd_diag, with per-batch programs or batches summed inside."""
+    from attnforge.runtime import param_grads
+
+    monkeypatch.setattr(param_grads, "DIAG_PART_BYTES", 1 << 40 if per_batch else 0)
+    bias = torch.randn(4, 81) * 0.3
+
+    def bucketed(score, b, h, q_idx, kv_idx):
+        return score + bias[h, torch.clamp(q_idx - kv_idx, -40, 40) + 40]
+
+    def band(b, h, q_idx, kv_idx):
+        return (kv_idx <= q_idx + 30) & (q_idx - kv_idx < 90)
+
+    variant = attnforge.compile(score_mod=bucketed, mask_mod=band)
+    from attnforge.passes.toeplitz import toeplitz_loads
+    assert toeplitz_loads(variant.lowered) == [0]
+    check_variant(variant, 2, 4, 2, 150, 200, 24, 24, torch.float32)

@@ -220,3 +220,23 @@ def test_lower_reports_every_pass():
     lower(attnforge.compile("attention c() { mask = q_idx >= kv_idx }").ir,
           on_pass=lambda n, p: seen.append(n))
     assert seen == ["input", "canonicalize", "simplify", "classify_blocks", "differentiate"]
+
+
+def test_toeplitz_reads_are_recognised():
+    """Reads indexed through q_idx - kv_idx only (also under floor division and clamps) and nothing else."""
+    from attnforge.passes.toeplitz import toeplitz_loads
+
+    L = 64
+    bias, per_key = torch.randn(4, 2 * L - 1), torch.randn(4, L)
+    mods = {
+        "distance": (lambda s, b, h, q, k: s + bias[h, q - k + L - 1], [0]),
+        "halved": (lambda s, b, h, q, k: s + bias[h, (q - k) // 2 + L - 1], [0]),
+        "per_key": (lambda s, b, h, q, k: s + per_key[h, k], []),
+        "clamped_times_row": (lambda s, b, h, q, k: s + bias[h, torch.clamp(q - k, -5, 5) + L - 1]
+                              * per_key[h, q], [0]),
+        "sum": (lambda s, b, h, q, k: s + bias[h, q + k], []),
+        "shifted_once": (lambda s, b, h, q, k: s + bias[h, q - 2 * k + L - 1], []),
+    }
+    for name, (mod, expected) in mods.items():
+        v = attnforge.compile(score_mod=mod)
+        assert toeplitz_loads(v.lowered) == expected, name

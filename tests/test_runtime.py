@@ -30,7 +30,7 @@ def test_new_lengths_do_not_recompile(tmp_path, monkeypatch):
         q, k, vv = _qkv(L, grad=True)
         v(q, k, vv).sum().backward()
     generated = cache.STATS["generated"] - before["generated"]
-    assert generated == 4  # fwd, bwd_preprocess, bwd_dkdv, bwd_dq: once, for all three lengths
+    assert generated == 5  # fwd, bwd_preprocess, bwd_dkdv, bwd_dq, bwd_diag: once, for all three lengths
     from attnforge.runtime import ops
 
     assert sum(1 for key in ops._KERNELS if key[0] == v._key) == 1  # one specialization in use
@@ -46,11 +46,11 @@ def test_disk_cache_hit_and_corrupt_entry_rebuilt(tmp_path, monkeypatch):
     q, k, vv = _qkv(33)
     ref = v(q, k, vv)
     files = sorted((tmp_path / "kernels").glob("af_*_fwd.py"))
-    assert len(files) == 1 and len(list((tmp_path / "kernels").glob("af_*.py"))) == 4
+    assert len(files) == 1 and len(list((tmp_path / "kernels").glob("af_*.py"))) == 5
     cache.clear_memory()
     hits = cache.STATS["disk_hits"]
     assert torch.equal(v(q, k, vv), ref)
-    assert cache.STATS["disk_hits"] == hits + 4
+    assert cache.STATS["disk_hits"] == hits + 5
     files[0].write_text("this is not python (")
     cache.clear_memory()
     rebuilt = cache.STATS["rebuilt"]
@@ -115,7 +115,7 @@ def test_cli_inspect_triton_and_blocks():
     run = [sys.executable, "-m", "attnforge.cli", "inspect", str(EXAMPLES / "alibi.attn")]
     out = subprocess.run(run + ["--stage", "triton"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("# attnforge generated kernel:") == 4 and "def attn_fwd(" in out.stdout
+    assert out.stdout.count("# attnforge generated kernel:") == 5 and "def attn_fwd(" in out.stdout
     out = subprocess.run(run + ["--stage", "blocks", "--length", "512"], capture_output=True,
                          text=True, timeout=120)
     assert "block rule `mask`" in out.stdout and "|.   |" in out.stdout
@@ -168,7 +168,8 @@ def test_kernels_compile_for_sm90(names):
     import json
 
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    assert len(rows) == 7 * len(names)  # fwd, dK/dV and dQ with and without TMA; preprocess
+    # fwd, dK/dV and dQ with and without TMA; preprocess; rel_bias's bwd_diag
+    assert len(rows) == 7 * len(names) + ("rel_bias" in names)
     for r in rows:
         print(f"sm_90 {r['variant']:15} {r['kind']:15} regs={r['registers']:3} "
               f"spill={r['spill_bytes']}B smem={r['shared_bytes']}B warps={r['num_warps']}")

@@ -9,14 +9,15 @@ from importlib import resources
 import jinja2
 
 from ..ir.expr import Const, Var, walk
-from ..ir.printer import print_program
+from ..ir.printer import format_expr, print_program
 from ..ir.program import Program
+from ..passes.toeplitz import toeplitz_loads
 from .configs import SPARSE_BLOCK, TileConfig, tile_config
 from .render import Axis, loaded_params, render_block
 
-KINDS = ("fwd", "bwd_preprocess", "bwd_dkdv", "bwd_dq")
+KINDS = ("fwd", "bwd_preprocess", "bwd_dkdv", "bwd_dq", "bwd_diag")
 TEMPLATE = {"fwd": "fwd.py.jinja", "bwd_preprocess": "bwd.py.jinja", "bwd_dkdv": "bwd.py.jinja",
-            "bwd_dq": "bwd.py.jinja"}
+            "bwd_dq": "bwd.py.jinja", "bwd_diag": "diag.py.jinja"}
 # q rows x kv columns (fwd, dq) and the transposed orientation of the dK/dV kernel
 ROWS_Q = {"q_idx": Axis("o_m[:, None]", "m_m[:, None]"), "kv_idx": Axis("o_n[None, :]", "m_n[None, :]")}
 ROWS_KV = {"q_idx": Axis("o_m[None, :]", "m_m[None, :]"), "kv_idx": Axis("o_n[:, None]", "m_n[:, None]")}
@@ -93,6 +94,12 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
         "mask_bwd": "" if mask is None else block(mask, "keep", ROWS_KV, 8),
         "dscore_fwd": "" if dscore_one else block(grad.d_score, "g", ROWS_Q),
         "dscore_bwd": "" if dscore_one else block(grad.d_score, "g", ROWS_KV),
+        # bwd_diag: gradients of learnable reads indexed by q_idx - kv_idx
+        "score_diag": "" if identity else block(score, "z", ROWS_Q, 16),
+        "mask_diag": "" if mask is None else block(mask, "t_keep", ROWS_Q, 20),
+        "diag_loads": [{"i": i, "param": grad.d_loads[i][0].param, "text": format_expr(grad.d_loads[i][0]),
+                        "code": block(grad.d_loads[i][1], "dl", ROWS_Q, 16)}
+                       for i in toeplitz_loads(prog)],
     }
 
 

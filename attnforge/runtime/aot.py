@@ -18,7 +18,9 @@ from triton.compiler import ASTSource
 from ..codegen import Spec
 from ..dsl.trace import TORCH_DTYPES
 from .blocks import BlockMask, TileLists
+from ..passes.toeplitz import toeplitz_loads
 from .launch import DTYPES, BwdBuffers, Call, bwd_calls, fwd_call, kernels_for
+from .param_grads import DIAG_TILE, diag_call
 
 TARGET = GPUTarget("cuda", 90, 32)
 PARAM_DTYPES = {name: dt for dt, name in TORCH_DTYPES.items()}
@@ -83,7 +85,11 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
              for p in variant.lowered.params}
     named.update(tensors or {})
     calls = [fwd_call(kern, q, k, v, out, lse, named, 0.125, bm)]
-    calls += bwd_calls(kern, BwdBuffers(do, lse, q, k, v, out, lse, lse, lse, q, k, v), named, 0.125, bm)
+    buffers = BwdBuffers(do, lse, q, k, v, out, lse, lse, lse, q, k, v)
+    calls += bwd_calls(kern, buffers, named, 0.125, bm)
+    for i in toeplitz_loads(variant.lowered):  # learnable reads indexed by q_idx - kv_idx
+        part = meta(H, 2 * n * 2 - 1, DIAG_TILE, DIAG_TILE, dt=torch.float32)
+        calls.append(diag_call(kern, i, buffers, named, 0.125, bm, meta(1, 1, n, n, dt=torch.int8), part, False))
     report = []
     for call in calls:
         fn = getattr(kern.modules[call.kind], call.fn_name)

@@ -43,14 +43,14 @@ class BlockMask:
     kv_full: TileLists
     q: TileLists
     q_full: TileLists
-    _orders: dict = field(default_factory=dict, repr=False, compare=False)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def order(self, rows: str, block: int) -> torch.Tensor:
         """Program order for kernels with one program per `block`-sized tile of the `rows` axis
         ("q": forward and dQ; "kv": dK/dV): tiles whose sparse row lists the most tiles first
         (summed over batch and heads), so a causal grid ends on its light tiles instead of
         waiting on a long one. int32 [cdiv(L, block)], a permutation of the tiles."""
-        if (rows, block) not in self._orders:
+        if (rows, block) not in self._cache:
             lists = (self.kv, self.kv_full) if rows == "q" else (self.q, self.q_full)
             sparse, length = (self.block_m, self.Lq) if rows == "q" else (self.block_n, self.Lk)
             per = sparse // block
@@ -59,12 +59,18 @@ class BlockMask:
             n = -(-length // block)
             # sub-tiles past the end sort last, and only the first n are launched
             key = torch.where(t < n, work.repeat_interleave(per), -1)
-            self._orders[rows, block] = torch.sort(key, descending=True, stable=True).indices[:n].to(torch.int32)
-        return self._orders[rows, block]
+            self._cache[rows, block] = torch.sort(key, descending=True, stable=True).indices[:n].to(torch.int32)
+        return self._cache[rows, block]
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
         return tuple(self.kv.ind.shape)
+
+    def dense(self) -> torch.Tensor:
+        """`to_dense()`, computed once."""
+        if "dense" not in self._cache:
+            self._cache["dense"] = self.to_dense()
+        return self._cache["dense"]
 
     def to_dense(self) -> torch.Tensor:
         """[BB, HH, q tiles, kv tiles] int8: 0 empty, 1 partial, 2 full."""

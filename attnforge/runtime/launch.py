@@ -55,7 +55,7 @@ def _meta_args(lists: TileLists) -> list:
     return [s_nb, s_nh, s_ib, s_ih, ind.shape[-1]]
 
 
-def _param_args(prog: Program, tensors: dict) -> list:
+def param_args(prog: Program, tensors: dict) -> list:
     args = []
     for name in codegen.captured_params(prog):
         t = tensors[name]
@@ -65,7 +65,7 @@ def _param_args(prog: Program, tensors: dict) -> list:
     return args
 
 
-def _precision(dtype: torch.dtype) -> dict:
+def precision(dtype: torch.dtype) -> dict:
     """tl.dot settings: exact fp32 products for fp32 inputs; bf16 operands are widened under the
     interpreter, whose bf16 dot is wrong (Triton 3.9)."""
     dot = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}[dtype]
@@ -120,10 +120,10 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
     args = [q, k_, v, out, lse, *q.stride(), *k_.stride(), *v.stride(), *out.stride(),
             lse.stride(0), lse.stride(1), Lq, Lk, H, scale,
             bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, bm.order("q", cfg.block_m),
-            *_meta_args(bm.kv), *_param_args(k.prog, tensors)]
+            *_meta_args(bm.kv), *param_args(k.prog, tensors)]
     consts = dict(GROUP=k.spec.group, D=D, DV=DV, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                   BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m,
-                  SPARSE_N=bm.block_n, USE_TMA=_tma_ok(k_, v), **_precision(q.dtype))
+                  SPARSE_N=bm.block_n, USE_TMA=_tma_ok(k_, v), **precision(q.dtype))
     return Call("fwd", "attn_fwd", (Lq, B * H, cfg.block_m), args, consts, _options(cfg))
 
 
@@ -165,7 +165,7 @@ def dkdv_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockM
     return Call("bwd_dkdv", "attn_bwd_dkdv", (Lk, B * HKV, cfg.block_n),
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dk, t.dv, *_bwd_strides(t), Lq, Lk, H, HKV,
                  scale, bm.q.num, bm.q.ind, bm.q_full.num, bm.q_full.ind, bm.order("kv", cfg.block_n),
-                 *_meta_args(bm.q), *_param_args(k.prog, tensors)],
+                 *_meta_args(bm.q), *param_args(k.prog, tensors)],
                 dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm)), _options(cfg))
 
 
@@ -177,7 +177,7 @@ def dq_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMas
     return Call("bwd_dq", "attn_bwd_dq", (Lq, B * H, cfg.block_m),
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dq, *_bwd_strides(t), Lq, Lk, H, scale,
                  bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, bm.order("q", cfg.block_m),
-                 *_meta_args(bm.kv), *_param_args(k.prog, tensors)],
+                 *_meta_args(bm.kv), *param_args(k.prog, tensors)],
                 dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm)), _options(cfg))
 
 
@@ -188,7 +188,7 @@ def _bwd_strides(t: BwdBuffers) -> list:
 def _bwd_consts(k: Kernels, t: BwdBuffers, bm: BlockMask) -> dict:
     return dict(GROUP=k.spec.group, D=t.q.shape[3], DV=t.v.shape[3], BLOCK_D=k.spec.block_d,
                 BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m, SPARSE_N=bm.block_n,
-                USE_TMA=_tma_ok(t.q, t.k, t.v, t.do), **_precision(t.q.dtype))
+                USE_TMA=_tma_ok(t.q, t.k, t.v, t.do), **precision(t.q.dtype))
 
 
 def bwd_calls(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask) -> list[Call]:
@@ -248,7 +248,8 @@ def forward(k: Kernels, q, k_, v, tensors: dict, scale: float, bm: BlockMask):
 
 
 def backward(k: Kernels, do, dlse, q, k_, v, out, lse, tensors: dict, scale: float, bm: BlockMask):
-    """dq, dk, dv (dk, dv per kv head: GQA groups are summed inside the kernel) and delta."""
+    """The backward's buffers: dq, dk, dv (per kv head: GQA groups are summed inside the kernel),
+    delta and lse2 among them."""
     B, H, Lq, _ = q.shape
     delta = torch.empty(B, H, Lq, dtype=torch.float32, device=q.device)
     t = BwdBuffers(do.contiguous(), dlse.contiguous() if dlse is not None else None, q, k_, v, out, lse,
@@ -259,4 +260,4 @@ def backward(k: Kernels, do, dlse, q, k_, v, out, lse, tensors: dict, scale: flo
         cfg = autotune.config_for(k, kind, Lq, lambda c, make=make: make(k, t, tensors, scale, bm, c),
                                   launch)
         launch(k, make(k, t, tensors, scale, bm, cfg))
-    return t.dq, t.dk, t.dv, delta
+    return t

@@ -57,10 +57,10 @@ def _forward(q, k, v, tensors, variant, scale):
 
 def _backward_impl(do, dlse, q, k, v, out, lse, tensors, wanted, variant, scale):
     kern, named, bm = _prepare(variant, q, k, v, tensors)
-    dq, dk, dv, delta = launch.backward(kern, do, dlse, q, k, v, out, lse, named, scale, bm)
+    t = launch.backward(kern, do, dlse, q, k, v, out, lse, named, scale, bm)
     names = [n for n, w in zip(_VARIANTS[variant].params, wanted) if w]
-    grads = param_grads(kern.prog, q, k, v, do, lse, delta, named, scale, names)
-    return dq, dk, dv, [grads[n] for n in names]
+    grads = param_grads(kern.prog, q, k, v, t.do, lse, t.delta, named, scale, names, kern, t, bm)
+    return t.dq, t.dk, t.dv, [grads[n] for n in names]
 
 
 @torch.library.custom_op("attnforge::attention", mutates_args=())

@@ -1,19 +1,28 @@
 """Gradients of learnable captured tensors, deterministic (no float atomics).
 
 For each read `t[index]` of a learnable tensor in the score_mod, `differentiate` gives
-d score_mod / d t[index]; its gradient is sum over allowed pairs of dS * that derivative, scattered to
-`index`. Scores are recomputed a block of query rows at a time (O(B * H * rows * Lk) memory), and
-contributions are reduced with a stable sort and sequential segment sums, in a fixed order, so two
-backward runs give identical bits.
+d score_mod / d t[index]; its gradient is the sum over allowed pairs of dS * that derivative,
+scattered to `index`. Two ways, both in a fixed order so two backward runs give identical bits:
+
+- reads indexed by q_idx - kv_idx (relative-position biases; `passes/toeplitz.py`): the generated
+  `bwd_diag` kernel sums each diagonal band of tiles in registers; the host then reduces the tiles'
+  diagonals (a skew by padding and reshaping), overlaps the bands and scatters the per-distance sums;
+- any other read: scores are recomputed in torch a block of query rows at a time
+  (O(B * H * rows * Lk) memory) and reduced with a stable sort and sequential segment sums.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 
+from ..ir.expr import Var, walk
 from ..ir.program import Program
 from ..reference import Evaluator, index_env
+
+DIAG_TILE = 64
+DIAG_PART_BYTES = 1 << 26  # per-batch programs (more parallel) while their partial sums fit this
 
 ROW_BUDGET = 1 << 24  # elements of one recomputed score block
 
@@ -29,13 +38,79 @@ def segment_sum(index: torch.Tensor, values: torch.Tensor, size: int) -> torch.T
     return out
 
 
+def _flat_index(load, ev: Evaluator, t: torch.Tensor) -> torch.Tensor:
+    """Element offsets of `load` in `t`, indices clamped into range as the kernels clamp them."""
+    return sum(ev(i).to(torch.int64).clamp(0, n - 1) * st for i, n, st in zip(load.index, t.shape, t.stride()))
+
+
+def diag_call(kern, i: int, buffers, tensors: dict, scale: float, bm, cls: torch.Tensor,
+              part: torch.Tensor, per_batch: bool):
+    """The bwd_diag launch for read `i` of d_loads, writing band sums into `part`."""
+    from .launch import Call, param_args, precision
+
+    q, k, v = buffers.q, buffers.k, buffers.v
+    B, H, Lq, D = q.shape
+    s_cb = cls.stride(0) if cls.shape[0] > 1 else 0
+    s_ch = cls.stride(1) if cls.shape[1] > 1 else 0
+    args = [q, k, v, buffers.do, buffers.lse2, buffers.delta, part, *q.stride(), *k.stride(), *v.stride(),
+            *buffers.do.stride(), Lq, k.shape[2], B, H, scale, cls, s_cb, s_ch, cls.stride(2), cls.shape[2],
+            cls.shape[3], *param_args(kern.prog, tensors)]
+    consts = dict(PER_BATCH=per_batch, GROUP=kern.spec.group, D=D, DV=v.shape[3], T=DIAG_TILE,
+                  BLOCK_D=kern.spec.block_d, BLOCK_DV=kern.spec.block_dv, SPARSE_M=bm.block_m,
+                  SPARSE_N=bm.block_n, **precision(q.dtype))
+    return Call("bwd_diag", f"attn_bwd_diag_{i}", (Lq, k.shape[2], DIAG_TILE, part.shape[0]), args, consts,
+                {"num_warps": 4, "num_stages": 1})
+
+
+def diagonal_grad(kern, i: int, load, buffers, tensors: dict, scale: float, bm) -> torch.Tensor:
+    """Flat float32 gradient of the Toeplitz read `load` (position `i` in d_loads), via bwd_diag."""
+    from .launch import launch
+
+    q, k = buffers.q, buffers.k
+    B, H, Lq, _ = q.shape
+    Lk, T = k.shape[2], DIAG_TILE
+    reads_b = any(isinstance(n, Var) and n.name == "b" for idx in load.index for n in walk(idx))
+    n_kt = -(-Lk // T)
+    bands = -(-Lq // T) + n_kt - 1
+    per_batch = reads_b or B * H * bands * T * T * 4 <= DIAG_PART_BYTES
+    progs = B * H if per_batch else H
+    part = torch.empty(progs, bands, T, T, dtype=torch.float32, device=q.device)
+    launch(kern, diag_call(kern, i, buffers, tensors, scale, bm, bm.dense(), part, per_batch))
+    # diagonal sums of every T x T tile: flip columns, pad rows to 2T, re-cut rows at 2T - 1 (row i
+    # shifts right by i), sum the rows: entry c sums the tile's diagonal i - j = c - (T - 1)
+    skew = F.pad(part.flip(-1), (0, T)).reshape(progs, bands, 2 * T * T)[..., :T * (2 * T - 1)]
+    diag = skew.reshape(progs, bands, T, 2 * T - 1).sum(2)
+    # band u covers distances (u - n_kt + 1) * T + c - (T - 1); overlap-add the bands in order
+    per = torch.zeros(progs, (bands + 1) * T, dtype=torch.float32, device=q.device)
+    per[:, :bands * T] += diag[..., :T].reshape(progs, bands * T)
+    per[:, T:] += F.pad(diag[..., T:], (0, 1)).reshape(progs, bands * T)
+    first = n_kt * T - Lk  # the position of distance -(Lk - 1)
+    per = per[:, first:first + Lq + Lk - 1].reshape(B if per_batch else 1, H, Lq + Lk - 1)
+    dist = torch.arange(-(Lk - 1), Lq, device=q.device)
+    env = {"b": torch.arange(per.shape[0], device=q.device).view(-1, 1, 1),
+           "h": torch.arange(H, device=q.device).view(1, H, 1),
+           "q_idx": dist.view(1, 1, -1), "kv_idx": torch.zeros_like(dist).view(1, 1, -1)}
+    t = tensors[load.param]
+    flat = torch.as_tensor(_flat_index(load, Evaluator(env, tensors, torch.float32, q.device), t),
+                           device=q.device).expand(per.shape).reshape(-1)
+    return segment_sum(flat, per.reshape(-1), t.numel())
+
+
 def param_grads(prog: Program, q, k, v, do, lse, delta, tensors: dict, scale: float,
-                wanted: list[str]) -> dict[str, torch.Tensor]:
-    """Gradients for the captured tensors named in `wanted` (floating, requires_grad)."""
+                wanted: list[str], kern=None, buffers=None, bm=None) -> dict[str, torch.Tensor]:
+    """Gradients for the captured tensors named in `wanted` (floating, requires_grad). With the
+    kernels, the backward's buffers and block metadata, Toeplitz reads go through `bwd_diag`."""
+    from ..passes.toeplitz import toeplitz_loads
+
     score_expr, mask_expr = prog.as_flex()
     (grad,) = prog.grads
-    loads = [(load, d) for load, d in grad.d_loads if load.param in wanted]
     grads = {n: torch.zeros(tensors[n].numel(), dtype=torch.float32, device=q.device) for n in wanted}
+    diagonal = set(toeplitz_loads(prog)) if kern is not None else set()
+    for i, (load, _) in enumerate(grad.d_loads):
+        if i in diagonal and load.param in wanted:
+            grads[load.param] += diagonal_grad(kern, i, load, buffers, tensors, scale, bm)
+    loads = [(load, d) for i, (load, d) in enumerate(grad.d_loads)
+             if load.param in wanted and i not in diagonal]
     if not loads:
         return {n: g.view_as(tensors[n]).to(tensors[n].dtype) for n, g in grads.items()}
     B, H, Lq, _ = q.shape
@@ -63,8 +138,7 @@ def param_grads(prog: Program, q, k, v, do, lse, delta, tensors: dict, scale: fl
         for load, d in loads:
             t = tensors[load.param]
             contrib = torch.where(keep, ds * ev(d).expand(shape), 0.0)
-            flat = sum(ev(i).to(torch.int64) * s for i, s in zip(load.index, t.stride()))
-            flat = torch.as_tensor(flat, device=q.device)
+            flat = torch.as_tensor(_flat_index(load, ev, t), device=q.device)
             # axes the index does not vary along are summed first (a fixed-order torch.sum), so
             # the sort-based scatter sees e.g. one batch instead of B
             axes = tuple(a for a in range(4) if a >= 4 - flat.dim() and flat.shape[a - 4] == 1

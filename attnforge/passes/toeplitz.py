@@ -1,0 +1,52 @@
+"""Which learnable-tensor reads are indexed by the query-key distance (Toeplitz reads).
+
+A read `t[f(b, h, q_idx, kv_idx)]` is Toeplitz when f depends on q_idx and kv_idx only through
+q_idx - kv_idx: substituting q_idx = kv_idx + r, sympy must cancel kv_idx everywhere. Parts sympy
+does not model (floor division, comparisons, nested loads ...) are checked child by child, so the
+answer is conservative: "no" whenever the cancellation is not shown. The gradient of a Toeplitz
+read is a sum along diagonals of the score grid, which a dedicated kernel computes without atomics
+(`bwd_diag`); other reads use the chunked recompute of `runtime/param_grads.py`.
+"""
+from __future__ import annotations
+
+from ..ir.expr import INT, Expr, Load, Var, binary, children, rewrite, walk
+from ..ir.program import Program
+from .sympy_bridge import Bridge, Unsupported
+
+KV = Var("kv_idx", INT)
+R = Var("_r", INT)
+
+
+def _reads_kv(e: Expr) -> bool:
+    return any(n == KV for n in walk(e))
+
+
+def _kv_free(e: Expr) -> bool:
+    """e (q_idx already replaced by kv_idx + _r) provably does not depend on kv_idx."""
+    if not _reads_kv(e):
+        return True
+    bridge = Bridge()
+    try:
+        s = bridge.to_sympy(e).expand()
+    except Unsupported:
+        return all(_kv_free(c) for c in children(e))
+    for sym in s.free_symbols:
+        leaf = bridge.leaves[sym]
+        if leaf == KV:
+            return False
+        if not isinstance(leaf, Var) and _reads_kv(leaf):
+            if leaf == e or not all(_kv_free(c) for c in children(leaf)):
+                return False
+    return True
+
+
+def is_toeplitz(load: Load) -> bool:
+    shifted = [rewrite(i, lambda n: binary("add", KV, R) if n == Var("q_idx", INT) else n)
+               for i in load.index]
+    return all(_kv_free(i) for i in shifted)
+
+
+def toeplitz_loads(prog: Program) -> list[int]:
+    """Positions in the program's `d_loads` of the learnable reads indexed by q_idx - kv_idx."""
+    (grad,) = prog.grads
+    return [i for i, (load, _) in enumerate(grad.d_loads) if is_toeplitz(load)]
