@@ -14,42 +14,44 @@ class TileConfig:
     block_n: int
     num_warps: int
     num_stages: int
+    tma: bool = True   # tiles through tensor descriptors where the layout allows
 
 
-def _configs(*rows: tuple[int, int, int, int]) -> list[TileConfig]:
+def _configs(*rows: tuple) -> list[TileConfig]:
     return [TileConfig(*r) for r in rows]
+
+
+P = False  # a candidate's last field: load through pointers even where TMA could
 
 
 # kind -> [(max padded head dim, default, candidates)], first bucket that fits wins.
 # Defaults: H100 (sm_90), bf16, B=16 H=16 L=2048 D=128, full and causal: kernel-level timings of
 # benchmarks/sweep.py (benchmarks/RESULTS.md, 2026-11-24): fwd 64x64 w4 s3 (causal 0.73-0.76 ms vs
 # 0.86-0.93 for 128x64 w8), dK/dV 64x64 w4 s2 (1.25 ms; next 32x64 w4 s3 1.41), dQ 64x64 w4 s2
-# (0.85 ms; next 128x64 w8 s3 0.96).
+# (0.85 ms; next 128x64 w8 s3 0.96). Candidates: the few next best of those sweeps, with and
+# without TMA (short programs, e.g. document masks, can do better without building descriptors).
 CONFIGS = {
     "fwd": [
         (64, TileConfig(128, 64, 4, 3),
-         _configs((128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 4))),
+         _configs((128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 4, 3, P), (64, 64, 4, 3, P))),
         (128, TileConfig(64, 64, 4, 3),
-         _configs((128, 64, 8, 2), (128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2), (64, 64, 4, 3),
-                  (128, 32, 4, 4))),
-        (256, TileConfig(64, 32, 4, 2), _configs((64, 32, 4, 2), (64, 64, 4, 2), (128, 32, 8, 2))),
+         _configs((64, 64, 4, 3), (128, 128, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3, P), (128, 64, 8, 3, P))),
+        (256, TileConfig(64, 32, 4, 2), _configs((64, 32, 4, 2), (64, 64, 4, 2), (64, 32, 4, 2, P))),
     ],
     "bwd_preprocess": [(256, TileConfig(64, 0, 4, 1), [])],
     "bwd_dkdv": [
         (64, TileConfig(64, 64, 4, 2),
-         _configs((64, 64, 4, 2), (64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 3))),
+         _configs((64, 64, 4, 2), (64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 2, P))),
         (128, TileConfig(64, 64, 4, 2),
-         _configs((64, 64, 4, 2), (32, 64, 4, 3), (64, 128, 8, 2), (32, 128, 4, 2), (64, 64, 8, 3),
-                  (64, 128, 8, 3))),
-        (256, TileConfig(32, 32, 4, 1), _configs((32, 32, 4, 1), (32, 64, 4, 1), (64, 64, 8, 1))),
+         _configs((64, 64, 4, 2), (64, 128, 8, 2), (32, 64, 4, 3), (64, 64, 4, 2, P))),
+        (256, TileConfig(32, 32, 4, 1), _configs((32, 32, 4, 1), (32, 64, 4, 1), (32, 32, 4, 1, P))),
     ],
     "bwd_dq": [
         (64, TileConfig(64, 64, 4, 2),
-         _configs((64, 64, 4, 2), (128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3))),
+         _configs((64, 64, 4, 2), (128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 2, P))),
         (128, TileConfig(64, 64, 4, 2),
-         _configs((64, 32, 4, 3), (64, 64, 4, 2), (128, 64, 8, 2), (128, 32, 8, 3), (64, 64, 4, 3),
-                  (128, 64, 8, 3))),
-        (256, TileConfig(32, 32, 4, 1), _configs((32, 32, 4, 1), (64, 32, 4, 1), (64, 64, 8, 1))),
+         _configs((64, 64, 4, 2), (128, 64, 8, 3), (128, 64, 8, 2), (64, 64, 4, 2, P))),
+        (256, TileConfig(32, 32, 4, 1), _configs((32, 32, 4, 1), (64, 32, 4, 1), (32, 32, 4, 1, P))),
     ],
 }
 

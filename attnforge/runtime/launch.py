@@ -123,7 +123,7 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
             *_meta_args(bm.kv), *param_args(k.prog, tensors)]
     consts = dict(GROUP=k.spec.group, D=D, DV=DV, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                   BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m,
-                  SPARSE_N=bm.block_n, USE_TMA=_tma_ok(k_, v), **precision(q.dtype))
+                  SPARSE_N=bm.block_n, USE_TMA=cfg.tma and _tma_ok(k_, v), **precision(q.dtype))
     return Call("fwd", "attn_fwd", (Lq, B * H, cfg.block_m), args, consts, _options(cfg))
 
 
@@ -166,7 +166,7 @@ def dkdv_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockM
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dk, t.dv, *_bwd_strides(t), Lq, Lk, H, HKV,
                  scale, bm.q.num, bm.q.ind, bm.q_full.num, bm.q_full.ind, bm.order("kv", cfg.block_n),
                  *_meta_args(bm.q), *param_args(k.prog, tensors)],
-                dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm)), _options(cfg))
+                dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), _options(cfg))
 
 
 def dq_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask,
@@ -178,17 +178,17 @@ def dq_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMas
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dq, *_bwd_strides(t), Lq, Lk, H, scale,
                  bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, bm.order("q", cfg.block_m),
                  *_meta_args(bm.kv), *param_args(k.prog, tensors)],
-                dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm)), _options(cfg))
+                dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), _options(cfg))
 
 
 def _bwd_strides(t: BwdBuffers) -> list:
     return [*t.q.stride(), *t.k.stride(), *t.v.stride(), *t.do.stride()]
 
 
-def _bwd_consts(k: Kernels, t: BwdBuffers, bm: BlockMask) -> dict:
+def _bwd_consts(k: Kernels, t: BwdBuffers, bm: BlockMask, cfg: TileConfig) -> dict:
     return dict(GROUP=k.spec.group, D=t.q.shape[3], DV=t.v.shape[3], BLOCK_D=k.spec.block_d,
                 BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m, SPARSE_N=bm.block_n,
-                USE_TMA=_tma_ok(t.q, t.k, t.v, t.do), **precision(t.q.dtype))
+                USE_TMA=cfg.tma and _tma_ok(t.q, t.k, t.v, t.do), **precision(t.q.dtype))
 
 
 def bwd_calls(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask) -> list[Call]:
