@@ -89,7 +89,7 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
     calls += bwd_calls(kern, buffers, named, 0.125, bm)
     for i in toeplitz_loads(variant.lowered):  # learnable reads indexed by q_idx - kv_idx
         part = meta(H, 2 * n * 2 - 1, DIAG_TILE, DIAG_TILE, dt=torch.float32)
-        calls.append(diag_call(kern, i, buffers, named, 0.125, bm, meta(1, 1, n, n, dt=torch.int8), part, False))
+        calls.append(diag_call(kern, i, buffers, named, 0.125, bm, meta(1, 1, n, n, dt=torch.int8), part, 1))
     report = []
     for call in calls:
         fn = getattr(kern.modules[call.kind], call.fn_name)

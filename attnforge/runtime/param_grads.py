@@ -22,7 +22,7 @@ from ..ir.program import Program
 from ..reference import Evaluator, index_env
 
 DIAG_TILE = 64
-DIAG_PART_BYTES = 1 << 26  # per-batch programs (more parallel) while their partial sums fit this
+DIAG_PART_BYTES = 1 << 27  # batches split into chunks (more programs) while their partial sums fit this
 
 ROW_BUDGET = 1 << 24  # elements of one recomputed score block
 
@@ -44,7 +44,7 @@ def _flat_index(load, ev: Evaluator, t: torch.Tensor) -> torch.Tensor:
 
 
 def diag_call(kern, i: int, buffers, tensors: dict, scale: float, bm, cls: torch.Tensor,
-              part: torch.Tensor, per_batch: bool):
+              part: torch.Tensor, batches: int):
     """The bwd_diag launch for read `i` of d_loads, writing band sums into `part`."""
     from .launch import Call, param_args, precision
 
@@ -53,9 +53,9 @@ def diag_call(kern, i: int, buffers, tensors: dict, scale: float, bm, cls: torch
     s_cb = cls.stride(0) if cls.shape[0] > 1 else 0
     s_ch = cls.stride(1) if cls.shape[1] > 1 else 0
     args = [q, k, v, buffers.do, buffers.lse2, buffers.delta, part, *q.stride(), *k.stride(), *v.stride(),
-            *buffers.do.stride(), Lq, k.shape[2], B, H, scale, cls, s_cb, s_ch, cls.stride(2), cls.shape[2],
+            *buffers.do.stride(), Lq, k.shape[2], B, batches, H, scale, cls, s_cb, s_ch, cls.stride(2), cls.shape[2],
             cls.shape[3], *param_args(kern.prog, tensors)]
-    consts = dict(PER_BATCH=per_batch, GROUP=kern.spec.group, D=D, DV=v.shape[3], T=DIAG_TILE,
+    consts = dict(GROUP=kern.spec.group, D=D, DV=v.shape[3], T=DIAG_TILE,
                   BLOCK_D=kern.spec.block_d, BLOCK_DV=kern.spec.block_dv, SPARSE_M=bm.block_m,
                   SPARSE_N=bm.block_n, **precision(q.dtype))
     return Call("bwd_diag", f"attn_bwd_diag_{i}", (Lq, k.shape[2], DIAG_TILE, part.shape[0]), args, consts,
@@ -72,10 +72,12 @@ def diagonal_grad(kern, i: int, load, buffers, tensors: dict, scale: float, bm) 
     reads_b = any(isinstance(n, Var) and n.name == "b" for idx in load.index for n in walk(idx))
     n_kt = -(-Lk // T)
     bands = -(-Lq // T) + n_kt - 1
-    per_batch = reads_b or B * H * bands * T * T * 4 <= DIAG_PART_BYTES
-    progs = B * H if per_batch else H
+    chunks = B if reads_b else max(1, min(B, DIAG_PART_BYTES // (H * bands * T * T * 4)))
+    batches = -(-B // chunks)
+    chunks = -(-B // batches)
+    progs = chunks * H
     part = torch.empty(progs, bands, T, T, dtype=torch.float32, device=q.device)
-    launch(kern, diag_call(kern, i, buffers, tensors, scale, bm, bm.dense(), part, per_batch))
+    launch(kern, diag_call(kern, i, buffers, tensors, scale, bm, bm.dense(), part, batches))
     # diagonal sums of every T x T tile: flip columns, pad rows to 2T, re-cut rows at 2T - 1 (row i
     # shifts right by i), sum the rows: entry c sums the tile's diagonal i - j = c - (T - 1)
     skew = F.pad(part.flip(-1), (0, T)).reshape(progs, bands, 2 * T * T)[..., :T * (2 * T - 1)]
@@ -85,7 +87,9 @@ def diagonal_grad(kern, i: int, load, buffers, tensors: dict, scale: float, bm) 
     per[:, :bands * T] += diag[..., :T].reshape(progs, bands * T)
     per[:, T:] += F.pad(diag[..., T:], (0, 1)).reshape(progs, bands * T)
     first = n_kt * T - Lk  # the position of distance -(Lk - 1)
-    per = per[:, first:first + Lq + Lk - 1].reshape(B if per_batch else 1, H, Lq + Lk - 1)
+    per = per[:, first:first + Lq + Lk - 1].reshape(chunks, H, Lq + Lk - 1)
+    if not reads_b:  # chunks summed in order
+        per = per.sum(0, keepdim=True)
     dist = torch.arange(-(Lk - 1), Lq, device=q.device)
     env = {"b": torch.arange(per.shape[0], device=q.device).view(-1, 1, 1),
            "h": torch.arange(H, device=q.device).view(1, H, 1),
