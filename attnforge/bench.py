@@ -118,7 +118,9 @@ def run_case(case: Case, B: int, H: int, L: int, D: int, quick: bool) -> list[di
         if case.score_mod or case.mask_mod else attnforge.compile("attention full() { }")
     torch._dynamo.reset()  # a fresh compile per case: no recompile limit, no eager fallback
     flex = torch.compile(flex_attention)
-    bm = create_block_mask(case.mask_mod, B, hq, L, L, device="cuda") if case.mask_mod else None
+    # every case's mask ignores b and h: one broadcast BlockMask (as attnforge's metadata)
+    bm = create_block_mask(case.mask_mod, None, None, L, L, device="cuda", _compile=True) \
+        if case.mask_mod else None
     impls = {"attnforge": lambda: variant(q, k, v, enable_gqa=gqa),
              "flex": lambda: flex(q, k, v, score_mod=case.score_mod, block_mask=bm, enable_gqa=gqa)}
     for backend, name in ((SDPBackend.FLASH_ATTENTION, "sdpa_flash"),
@@ -345,7 +347,15 @@ def main(argv=None) -> int:
         for case in cases(B, H, L):
             if args.case and case.name != args.case:
                 continue
-            rows += run_case(case, B, H, L, D, args.quick)
+            try:
+                rows += run_case(case, B, H, L, D, args.quick)
+            except Exception as err:  # noqa: BLE001 - report it, go on with the other cases
+                print(f"  {case.name} {(B, H, L, D)}: {type(err).__name__}: {str(err)[:200]}")
+            torch.cuda.empty_cache()
+            if args.json:  # kept as we go: a later failure loses nothing
+                with open(args.json, "w") as f:
+                    json.dump({"head": "partial", "rows": rows, "compiles": compiles,
+                               "metadata_ms": meta_ms}, f, indent=1)
             print(table([r for r in rows if r["case"] == case.name and r["shape"][2] == L]),
                   flush=True)
     head = (f"{datetime.date.today()} {torch.cuda.get_device_name()}, torch {torch.__version__}, "
