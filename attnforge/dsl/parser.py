@@ -11,9 +11,11 @@ import re
 from dataclasses import dataclass, replace
 from functools import cache
 
+import lark
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
+from .._cachedir import cache_dir
 from ..ir.errors import DSLError, Span
 from ..ir.verify import verify
 from ..ir.expr import (BOOL, FLOAT, FUNCS, INT, SYMBOL, Binary, Const, Expr, Load, Var, binary, call, cast,
@@ -71,8 +73,15 @@ class _Postlex:
 
 @cache
 def _lark() -> Lark:
+    # the LALR tables are cached on disk by lark (keyed by a hash of the grammar and options):
+    # building them costs ~0.4 s of every new process's first compile
+    try:
+        cache_file = str(cache_dir() / f"lark_{lark.__version__}.cache")
+        cache_dir().mkdir(parents=True, exist_ok=True)
+    except OSError:
+        cache_file = False
     return Lark.open("attention.lark", rel_to=__file__, parser="lalr", propagate_positions=True,
-                     postlex=_Postlex(), maybe_placeholders=True)
+                     postlex=_Postlex(), maybe_placeholders=True, cache=cache_file)
 
 
 class _Source:

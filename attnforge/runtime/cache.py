@@ -19,13 +19,11 @@ from pathlib import Path
 import torch
 import triton
 
+from .._cachedir import cache_dir
+
 STATS = {"generated": 0, "disk_hits": 0, "memory_hits": 0, "rebuilt": 0}
 _MEMORY: dict[str, object] = {}
 _LOCK = threading.Lock()
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ATTNFORGE_CACHE_DIR", Path.home() / ".cache" / "attnforge"))
 
 
 def device_tag(device: torch.device) -> str:
