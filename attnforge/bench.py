@@ -294,24 +294,34 @@ def chart(rows: list[dict], path: str) -> None:
         print(f"chart {path} skipped: matplotlib is not installed (pip install matplotlib)")
         return
     by = {(r["case"], tuple(r["shape"]), r["impl"]): r for r in rows}
-    labels, fwd, bwd = [], [], []
-    for r in rows:
-        flex = by.get((r["case"], tuple(r["shape"]), "flex"))
-        if r["impl"] == "attnforge" and flex:
-            labels.append(f"{r['case']}\n{'x'.join(map(str, r['shape']))}")
-            fwd.append(flex["fwd_ms"] / r["fwd_ms"])
-            bwd.append(flex["bwd_ms"] / r["bwd_ms"])
-    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(labels)), 4.5))
-    x = range(len(labels))
-    ax.bar([i - 0.2 for i in x], fwd, 0.4, label="forward")
-    ax.bar([i + 0.2 for i in x], bwd, 0.4, label="backward")
-    ax.axhline(1.0, color="black", lw=0.8)
-    ax.axhline(1.15, color="red", lw=0.8, ls="--", label="target 1.15x")
-    ax.set_xticks(list(x), labels, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("speed-up over torch.compile(flex_attention)")
-    ax.legend()
+    # one panel per (B, L, D): the GQA case (more query heads) sits with its shape
+    def panel(r):
+        return (r["shape"][0], r["shape"][2], r["shape"][3])
+    shapes = list(dict.fromkeys(panel(r) for r in rows if r["impl"] == "attnforge"))
+    cols = min(2, len(shapes))
+    fig, axes = plt.subplots(-(-len(shapes) // cols), cols, figsize=(7 * cols, 3.6 * -(-len(shapes) // cols)),
+                             squeeze=False)
+    for ax in axes.flat[len(shapes):]:
+        ax.axis("off")
+    for ax, shape in zip(axes.flat, shapes):
+        labels, fwd, bwd = [], [], []
+        for r in rows:
+            flex = by.get((r["case"], tuple(r["shape"]), "flex"))
+            if r["impl"] == "attnforge" and panel(r) == shape and flex:
+                labels.append(r["case"])
+                fwd.append(flex["fwd_ms"] / r["fwd_ms"])
+                bwd.append(flex["bwd_ms"] / r["bwd_ms"])
+        x = range(len(labels))
+        ax.bar([i - 0.2 for i in x], fwd, 0.4, label="forward")
+        ax.bar([i + 0.2 for i in x], bwd, 0.4, label="backward")
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.axhline(1.15, color="red", lw=0.8, ls="--", label="target 1.15x")
+        ax.set_xticks(list(x), labels, rotation=35, ha="right", fontsize=7)
+        ax.set_title("B={}, L={}, D={} (H=16; GQA 32:8)".format(*shape), fontsize=9)
+        ax.set_ylabel("speed-up over flex", fontsize=8)
+    axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     print(f"chart written to {path}")
 
 
