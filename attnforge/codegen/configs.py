@@ -53,6 +53,12 @@ CONFIGS = {
          _configs((64, 64, 4, 2), (128, 64, 8, 3), (128, 64, 8, 2), (64, 64, 4, 2, P))),
         (256, TileConfig(32, 32, 4, 1), _configs((32, 32, 4, 1), (64, 32, 4, 1), (32, 32, 4, 1, P))),
     ],
+    # square T x T tiles (block_m = block_n = T) summed along diagonal bands; pointer loads only
+    "bwd_diag": [
+        (128, TileConfig(64, 64, 4, 1),
+         _configs((64, 64, 4, 1), (64, 64, 4, 2), (64, 64, 8, 1), (128, 128, 8, 1), (32, 32, 4, 2))),
+        (256, TileConfig(32, 32, 4, 1), _configs((32, 32, 4, 1), (64, 64, 8, 1))),
+    ],
 }
 
 

@@ -20,7 +20,8 @@ from ..dsl.trace import TORCH_DTYPES
 from .blocks import BlockMask, TileLists
 from ..passes.toeplitz import toeplitz_loads
 from .launch import DTYPES, BwdBuffers, Call, bwd_calls, fwd_call, kernels_for
-from .param_grads import DIAG_TILE, diag_call
+from ..codegen.configs import tile_config
+from .param_grads import diag_call
 
 TARGET = GPUTarget("cuda", 90, 32)
 PARAM_DTYPES = {name: dt for dt, name in TORCH_DTYPES.items()}
@@ -88,8 +89,9 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
     buffers = BwdBuffers(do, lse, q, k, v, out, lse, lse, lse, q, k, v)
     calls += bwd_calls(kern, buffers, named, 0.125, bm)
     for i in toeplitz_loads(variant.lowered):  # learnable reads indexed by q_idx - kv_idx
-        part = meta(H, 2 * n * 2 - 1, DIAG_TILE, DIAG_TILE, dt=torch.float32)
-        calls.append(diag_call(kern, i, buffers, named, 0.125, bm, meta(1, 1, n, n, dt=torch.int8), part, 1))
+        cfg = tile_config("bwd_diag", spec.block_d)
+        part = meta(H, 2 * n * 2 - 1, cfg.block_m, cfg.block_m, dt=torch.float32)
+        calls.append(diag_call(kern, i, buffers, named, 0.125, bm, meta(1, 1, n, n, dt=torch.int8), part, 1, cfg))
     report = []
     for call in calls:
         fn = getattr(kern.modules[call.kind], call.fn_name)

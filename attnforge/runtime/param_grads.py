@@ -17,11 +17,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..codegen.configs import TileConfig, tile_config
 from ..ir.expr import Var, walk
 from ..ir.program import Program
 from ..reference import Evaluator, index_env
 
-DIAG_TILE = 64
 DIAG_PART_BYTES = 1 << 27  # batches split into chunks (more programs) while their partial sums fit this
 
 ROW_BUDGET = 1 << 24  # elements of one recomputed score block
@@ -44,8 +44,9 @@ def _flat_index(load, ev: Evaluator, t: torch.Tensor) -> torch.Tensor:
 
 
 def diag_call(kern, i: int, buffers, tensors: dict, scale: float, bm, cls: torch.Tensor,
-              part: torch.Tensor, batches: int):
-    """The bwd_diag launch for read `i` of d_loads, writing band sums into `part`."""
+              part: torch.Tensor, batches: int, cfg: TileConfig):
+    """The bwd_diag launch for read `i` of d_loads, writing band sums of cfg.block_m-square tiles
+    into `part`."""
     from .launch import Call, param_args, precision
 
     q, k, v = buffers.q, buffers.k, buffers.v
@@ -55,29 +56,40 @@ def diag_call(kern, i: int, buffers, tensors: dict, scale: float, bm, cls: torch
     args = [q, k, v, buffers.do, buffers.lse2, buffers.delta, part, *q.stride(), *k.stride(), *v.stride(),
             *buffers.do.stride(), Lq, k.shape[2], B, batches, H, scale, cls, s_cb, s_ch, cls.stride(2), cls.shape[2],
             cls.shape[3], *param_args(kern.prog, tensors)]
-    consts = dict(GROUP=kern.spec.group, D=D, DV=v.shape[3], T=DIAG_TILE,
+    consts = dict(GROUP=kern.spec.group, D=D, DV=v.shape[3], T=cfg.block_m,
                   BLOCK_D=kern.spec.block_d, BLOCK_DV=kern.spec.block_dv, SPARSE_M=bm.block_m,
                   SPARSE_N=bm.block_n, **precision(q.dtype))
-    return Call("bwd_diag", f"attn_bwd_diag_{i}", (Lq, k.shape[2], DIAG_TILE, part.shape[0]), args, consts,
-                {"num_warps": 4, "num_stages": 1})
+    return Call("bwd_diag", f"attn_bwd_diag_{i}", (Lq, k.shape[2], cfg.block_m, part.shape[0]), args, consts,
+                {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
 
 
 def diagonal_grad(kern, i: int, load, buffers, tensors: dict, scale: float, bm) -> torch.Tensor:
     """Flat float32 gradient of the Toeplitz read `load` (position `i` in d_loads), via bwd_diag."""
+    from . import autotune
     from .launch import launch
 
     q, k = buffers.q, buffers.k
     B, H, Lq, _ = q.shape
-    Lk, T = k.shape[2], DIAG_TILE
+    Lk = k.shape[2]
     reads_b = any(isinstance(n, Var) and n.name == "b" for idx in load.index for n in walk(idx))
+
+    def plan(cfg: TileConfig):
+        """(call, part buffer, batch chunks, bands) for square tiles of cfg.block_m."""
+        T = cfg.block_m
+        bands = -(-Lq // T) + -(-Lk // T) - 1
+        chunks = B if reads_b else max(1, min(B, DIAG_PART_BYTES // (H * bands * T * T * 4)))
+        batches = -(-B // chunks)
+        chunks = -(-B // batches)
+        part = torch.empty(chunks * H, bands, T, T, dtype=torch.float32, device=q.device)
+        call = diag_call(kern, i, buffers, tensors, scale, bm, bm.dense(), part, batches, cfg)
+        return call, part, chunks, bands
+
+    cfg = autotune.config_for(kern, "bwd_diag", Lq, lambda c: plan(c)[0], launch) \
+        or tile_config("bwd_diag", kern.spec.block_d)
+    call, part, chunks, bands = plan(cfg)
+    launch(kern, call)
+    T, progs = cfg.block_m, part.shape[0]
     n_kt = -(-Lk // T)
-    bands = -(-Lq // T) + n_kt - 1
-    chunks = B if reads_b else max(1, min(B, DIAG_PART_BYTES // (H * bands * T * T * 4)))
-    batches = -(-B // chunks)
-    chunks = -(-B // batches)
-    progs = chunks * H
-    part = torch.empty(progs, bands, T, T, dtype=torch.float32, device=q.device)
-    launch(kern, diag_call(kern, i, buffers, tensors, scale, bm, bm.dense(), part, batches))
     # diagonal sums of every T x T tile: flip columns, pad rows to 2T, re-cut rows at 2T - 1 (row i
     # shifts right by i), sum the rows: entry c sums the tile's diagonal i - j = c - (T - 1)
     skew = F.pad(part.flip(-1), (0, T)).reshape(progs, bands, 2 * T * T)[..., :T * (2 * T - 1)]
