@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import attnforge
 from attnforge.runtime import cache
@@ -174,3 +176,19 @@ def test_kernels_compile_for_sm90(names):
         print(f"sm_90 {r['variant']:15} {r['kind']:15} regs={r['registers']:3} "
               f"spill={r['spill_bytes']}B smem={r['shared_bytes']}B warps={r['num_warps']}")
         assert r["registers"] > 0 and r["shared_bytes"] <= 232448
+
+
+@given(st.integers(0, 400), st.integers(1, 60), st.integers(0, 2 ** 16))
+@settings(max_examples=40, deadline=None)
+def test_segment_sum_matches_float64_scatter(n, size, seed):
+    """The deterministic, sync-free segment sum used for learnable-tensor gradients."""
+    from attnforge.runtime.param_grads import segment_sum
+
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, size, (n,), generator=g)
+    val = torch.randn(n, generator=g)
+    gold = torch.zeros(size, dtype=torch.float64).index_add_(0, idx, val.double())
+    got = segment_sum(idx, val, size)
+    assert got.dtype == torch.float32 and got.shape == (size,)
+    assert torch.allclose(got.double(), gold, atol=1e-5, rtol=1e-6)
+    assert torch.equal(got, segment_sum(idx, val, size))

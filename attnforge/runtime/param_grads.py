@@ -28,14 +28,22 @@ ROW_BUDGET = 1 << 24  # elements of one recomputed score block
 
 
 def segment_sum(index: torch.Tensor, values: torch.Tensor, size: int) -> torch.Tensor:
-    """out[i] = sum of values[index == i], in a fixed order (stable sort, sequential segments)."""
-    order = torch.sort(index, stable=True).indices
-    idx, val = index[order], values[order]
-    uniq, counts = torch.unique_consecutive(idx, return_counts=True)
+    """out[i] = sum of values[index == i], in a fixed order and without a host sync: a stable sort
+    by index, a float64 running sum, and per index its last minus its first position's running
+    sum (integer max/min scatters find those positions; they do not depend on order)."""
+    n = index.numel()
     out = torch.zeros(size, dtype=values.dtype, device=values.device)
-    if uniq.numel():
-        out[uniq] = torch.segment_reduce(val, "sum", lengths=counts)
-    return out
+    if n == 0:
+        return out
+    order = torch.sort(index, stable=True).indices
+    idx, val = index[order], values[order].double()
+    running = torch.cumsum(val, 0)
+    pos = torch.arange(n, device=index.device)
+    last = torch.full((size,), -1, dtype=pos.dtype, device=pos.device).scatter_reduce_(0, idx, pos, "amax")
+    first = torch.full((size,), n, dtype=pos.dtype, device=pos.device).scatter_reduce_(0, idx, pos, "amin")
+    f = first.clamp(max=n - 1)
+    total = running[last.clamp(min=0)] - running[f] + val[f]
+    return torch.where(last >= 0, total, 0.0).to(values.dtype)
 
 
 def _flat_index(load, ev: Evaluator, t: torch.Tensor) -> torch.Tensor:
