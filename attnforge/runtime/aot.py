@@ -18,7 +18,6 @@ from triton.compiler import ASTSource
 from ..codegen import Spec
 from ..dsl.trace import TORCH_DTYPES
 from .blocks import BlockMask, TileLists
-from ..passes.toeplitz import toeplitz_loads
 from .launch import DTYPES, BwdBuffers, Call, bwd_calls, fwd_call, kernels_for
 from ..codegen.configs import tile_config
 from .param_grads import diag_call
@@ -88,7 +87,7 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
     calls = [fwd_call(kern, q, k, v, out, lse, named, 0.125, bm)]
     buffers = BwdBuffers(do, lse, q, k, v, out, lse, lse, lse, q, k, v)
     calls += bwd_calls(kern, buffers, named, 0.125, bm)
-    for i in toeplitz_loads(variant.lowered):  # learnable reads indexed by q_idx - kv_idx
+    for i in kern.diag_loads:  # learnable reads indexed by q_idx - kv_idx
         cfg = tile_config("bwd_diag", spec.block_d)
         part = meta(H, 2 * n * 2 - 1, cfg.block_m, cfg.block_m, dt=torch.float32)
         calls.append(diag_call(kern, i, buffers, named, 0.125, bm, meta(1, 1, n, n, dt=torch.int8), part, 1, cfg))

@@ -11,6 +11,7 @@ import triton.language as tl
 from .. import codegen
 from ..codegen import SPARSE_BLOCK, Spec, TileConfig, tile_config
 from ..ir.program import Program
+from ..passes.toeplitz import toeplitz_loads
 from . import autotune
 from .blocks import BlockMask, TileLists, cached_block_mask
 from .cache import cache_key, device_tag, interpreting, load_module
@@ -20,13 +21,16 @@ DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "
 
 @dataclass
 class Kernels:
-    """The four generated modules of one variant specialization."""
+    """The generated modules of one variant specialization, and what launches need to know of it
+    and its device, worked out once."""
 
     prog: Program
     source: Program
     spec: Spec
     key: str
     modules: dict[str, object]
+    tma: bool                 # the device can load tiles through tensor descriptors
+    diag_loads: list[int]     # learnable reads indexed by q_idx - kv_idx (bwd_diag kernels)
 
 
 def kernels_for(prog: Program, source: Program, spec: Spec, device: torch.device) -> Kernels:
@@ -43,7 +47,8 @@ def kernels_for(prog: Program, source: Program, spec: Spec, device: torch.device
 
     modules = {kind: load_module(f"{base}_{kind}", build(kind), tag == "interpret")
                for kind in codegen.KINDS}
-    return Kernels(prog, source, spec, base, modules)
+    tma = tag == "interpret" or (device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9)
+    return Kernels(prog, source, spec, base, modules, tma, toeplitz_loads(prog))
 
 
 def _meta_args(lists: TileLists) -> list:
@@ -74,13 +79,10 @@ def precision(dtype: torch.dtype) -> dict:
     return {"PRECISION": "ieee" if dtype == torch.float32 else "tf32", "DOT": dot}
 
 
-def _tma_ok(*tensors: torch.Tensor) -> bool:
-    """Tiles of these tensors can be copied by TMA (tensor descriptors): unit last stride, 16-byte
-    aligned base and row strides. Hopper and newer, or the interpreter (which emulates it)."""
-    if not interpreting() and (tensors[0].device.type != "cuda"
-                               or torch.cuda.get_device_capability(tensors[0].device)[0] < 9):
-        return False
-    return all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0
+def _tma_ok(k: Kernels, *tensors: torch.Tensor) -> bool:
+    """Tiles of these tensors can be copied by TMA (tensor descriptors): a Hopper or newer device
+    (or the interpreter, which emulates it), unit last stride, 16-byte aligned base and row strides."""
+    return k.tma and all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0
                and all(st * t.element_size() % 16 == 0 for st in t.stride()[:-1]) for t in tensors)
 
 
@@ -123,7 +125,7 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
             *_meta_args(bm.kv), *param_args(k.prog, tensors)]
     consts = dict(GROUP=k.spec.group, D=D, DV=DV, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                   BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m,
-                  SPARSE_N=bm.block_n, USE_TMA=cfg.tma and _tma_ok(k_, v), **precision(q.dtype))
+                  SPARSE_N=bm.block_n, USE_TMA=cfg.tma and _tma_ok(k, k_, v), **precision(q.dtype))
     return Call("fwd", "attn_fwd", (Lq, B * H, cfg.block_m), args, consts, _options(cfg))
 
 
@@ -188,7 +190,7 @@ def _bwd_strides(t: BwdBuffers) -> list:
 def _bwd_consts(k: Kernels, t: BwdBuffers, bm: BlockMask, cfg: TileConfig) -> dict:
     return dict(GROUP=k.spec.group, D=t.q.shape[3], DV=t.v.shape[3], BLOCK_D=k.spec.block_d,
                 BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m, SPARSE_N=bm.block_n,
-                USE_TMA=cfg.tma and _tma_ok(t.q, t.k, t.v, t.do), **precision(t.q.dtype))
+                USE_TMA=cfg.tma and _tma_ok(k, t.q, t.k, t.v, t.do), **precision(t.q.dtype))
 
 
 def bwd_calls(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask) -> list[Call]:

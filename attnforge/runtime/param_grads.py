@@ -124,12 +124,10 @@ def param_grads(prog: Program, q, k, v, do, lse, delta, tensors: dict, scale: fl
                 wanted: list[str], kern=None, buffers=None, bm=None) -> dict[str, torch.Tensor]:
     """Gradients for the captured tensors named in `wanted` (floating, requires_grad). With the
     kernels, the backward's buffers and block metadata, Toeplitz reads go through `bwd_diag`."""
-    from ..passes.toeplitz import toeplitz_loads
-
     score_expr, mask_expr = prog.as_flex()
     (grad,) = prog.grads
     grads = {n: torch.zeros(tensors[n].numel(), dtype=torch.float32, device=q.device) for n in wanted}
-    diagonal = set(toeplitz_loads(prog)) if kern is not None else set()
+    diagonal = set(kern.diag_loads) if kern is not None else set()
     for i, (load, _) in enumerate(grad.d_loads):
         if i in diagonal and load.param in wanted:
             grads[load.param] += diagonal_grad(kern, i, load, buffers, tensors, scale, bm)
