@@ -328,7 +328,7 @@ def chart(rows: list[dict], path: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="attnforge bench")
     ap.add_argument("--quick", action="store_true", help="first shape only, shorter timings")
-    ap.add_argument("--case", default=None, help="one case by name (default: all)")
+    ap.add_argument("--case", action="append", default=None, help="a case by name (repeatable; default: all)")
     ap.add_argument("--shape", action="append", default=None, help="B,H,L,D (repeatable; default: the issue's)")
     ap.add_argument("--tune", action="store_true", help="autotune tile configs (choices cached on disk)")
     ap.add_argument("--no-compile-times", action="store_true", help="skip the compile-time probes")
@@ -355,7 +355,7 @@ def main(argv=None) -> int:
     rows = []
     for B, H, L, D in shapes:
         for case in cases(B, H, L):
-            if args.case and case.name != args.case:
+            if args.case and case.name not in args.case:
                 continue
             try:
                 rows += run_case(case, B, H, L, D, args.quick)

@@ -103,9 +103,11 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
     }
 
 
-def generate(prog: Program, source: Program, spec: Spec) -> dict[str, str]:
-    """Triton module source for every kernel kind. `prog` is lowered, `source` as the user wrote it."""
-    ctx = _context(prog, source, spec)
+def generate(prog: Program, source: Program, spec: Spec, fast_math: bool = False) -> dict[str, str]:
+    """Triton module source for every kernel kind. `prog` is lowered, `source` as the user wrote it.
+    `fast_math`: transcendental functions the kernels evaluate on scores (tanh) use the GPU's
+    special-function unit (PTX `.approx`), for 16-bit inputs on a GPU; exact formulas otherwise."""
+    ctx = {**_context(prog, source, spec), "fast_math": fast_math}
     return {kind: _env().get_template(TEMPLATE[kind]).render(kind=kind, spec=ctx) for kind in KINDS}
 
 

@@ -101,6 +101,8 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
                 consts["USE_TMA"] = tma
             compiled = triton.compile(ASTSource(fn, sig, dict(consts)), target=TARGET, options=call.options)
             stats = _cubin_stats(compiled.asm["cubin"])
+            # special-function-unit instructions of fast math (e.g. tanh.approx.f32)
+            approx = sorted(set(re.findall(r"\b(\w+)\.approx(?:\.ftz)?\.f32", compiled.asm["ptx"])))
             report.append({"kind": call.kind + (" tma" if tma else ""), "shared_bytes": compiled.metadata.shared,
-                           "num_warps": compiled.metadata.num_warps, **stats})
+                           "num_warps": compiled.metadata.num_warps, "approx": approx, **stats})
     return report

@@ -35,13 +35,14 @@ class Kernels:
 
 def kernels_for(prog: Program, source: Program, spec: Spec, device: torch.device) -> Kernels:
     tag = device_tag(device)
+    fast_math = tag != "interpret" and spec.dtype in ("float16", "bfloat16")
     base = cache_key(codegen.ir_hash(prog), repr(spec), codegen.template_hash(), tag)
     generated: dict[str, str] = {}
 
     def build(kind):
         def make():
             if not generated:
-                generated.update(codegen.generate(prog, source, spec))
+                generated.update(codegen.generate(prog, source, spec, fast_math=fast_math))
             return generated[kind]
         return make
 
