@@ -222,7 +222,10 @@ def launch(k: Kernels, call: Call, fallback: bool = True) -> None:
     if not fallback:
         fn(*call.args, **call.constexprs, **call.options)
         return
-    key = (k.key, call.kind, tuple(sorted(call.constexprs.items(), key=lambda kv: kv[0])))
+    # the launch options are part of the key: configs differing only in stages or warps (the
+    # autotuner's choice and the default) must not take each other's fitted settings
+    key = (k.key, call.kind, tuple(sorted(call.constexprs.items(), key=lambda kv: kv[0])),
+           tuple(sorted(call.options.items())))
     consts, opts = _FITTED.get(key, (call.constexprs, call.options))
     while True:
         try:
