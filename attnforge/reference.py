@@ -51,7 +51,9 @@ class Evaluator:
         td = self.torch_dtype(e.dtype) if e.dtype in (BOOL, INT, FLOAT) else None
         match e:
             case Const(value=v):
-                return torch.tensor(v, dtype=td, device=self.device)
+                # a fill kernel: torch.tensor(v, device=cuda) would copy from host memory, which
+                # waits for the GPU (a sync in every backward that evaluates an index)
+                return torch.full((), v, dtype=td, device=self.device)
             case Var(name=n):
                 return self.env[n].to(td)
             case Load(param=p, index=idx):
@@ -180,7 +182,7 @@ def run_program(prog: Program, q, k, v, tensors=None, *, scale=None, enable_gqa=
     z = ev(score_expr).to(fdtype).expand(B, Hq, Lq, Lk)
     if mask_expr is not None:
         keep = ev(mask_expr).expand(B, Hq, Lq, Lk)
-        z = torch.where(keep, z, torch.tensor(-math.inf, dtype=fdtype, device=q.device))
+        z = torch.where(keep, z, torch.full((), -math.inf, dtype=fdtype, device=q.device))
     m = z.amax(dim=-1, keepdim=True)
     m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
     p = torch.exp(z - m)

@@ -84,3 +84,27 @@ def test_no_recompile_across_lengths_on_gpu():
         compiled = sum(len(c[0]) for c in fn.device_caches.values())
         fns.append((kind, compiled))
     assert all(n == 1 for _, n in fns), fns
+
+
+@pytest.mark.parametrize("name", ["causal", "document", "softcap", "rel_bias"])
+def test_forward_and_backward_never_wait_on_the_gpu(name):
+    """Once kernels and block metadata exist, a training step's forward and backward (learnable
+    tensors' gradients included) queue GPU work without one host sync: no .item(), no copy from
+    host memory, no data-dependent shapes."""
+    consts, tensors = _tensors(name)
+    variant = attnforge.compile(str(EXAMPLES / f"{name}.attn"), **consts)
+    tensors = {n: t.clone().requires_grad_(t.is_floating_point()) for n, t in tensors.items()}
+    q, k, v = (torch.randn(1, H, 1024, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+
+    def step():
+        variant(q, k, v, **tensors).float().square().sum().backward()
+
+    step()  # compiles and builds the block metadata
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()

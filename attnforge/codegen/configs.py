@@ -31,14 +31,16 @@ P = False  # a candidate's last field: load through pointers even where TMA coul
 # (0.85 ms; next 128x64 w8 s3 0.96). Candidates: the few next best of those sweeps, with and
 # without TMA (short programs, e.g. document masks, can do better without building descriptors).
 # fwd 64x64 w4 s2 with TMA needs 80 KiB of shared memory, so two programs share an SM and one's
-# softmax can overlap the other's matrix products (s3 takes 113 KiB: one program per SM).
+# softmax can overlap the other's matrix products (s3 takes 113 KiB: one program per SM); it wins on
+# short programs (document masks: 0.327 vs 0.557 ms), loses on long ones (full: 1.42 vs 1.19 ms).
+# 64x128 w4 (FlashAttention-3's per-warp-group tile) was slower at every case (full 1.45-1.65 ms).
 CONFIGS = {
     "fwd": [
         (64, TileConfig(128, 64, 4, 3),
          _configs((128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 4, 3, P), (64, 64, 4, 3, P))),
         (128, TileConfig(64, 64, 4, 3),
-         _configs((64, 64, 4, 3), (64, 64, 4, 2), (64, 128, 4, 2), (64, 128, 4, 3), (128, 128, 8, 2),
-                  (128, 64, 8, 3), (64, 64, 4, 3, P), (128, 64, 8, 3, P))),
+         _configs((64, 64, 4, 3), (64, 64, 4, 2), (128, 128, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3, P),
+                  (128, 64, 8, 3, P))),
         (256, TileConfig(64, 32, 4, 2), _configs((64, 32, 4, 2), (64, 64, 4, 2), (64, 32, 4, 2, P))),
     ],
     "bwd_preprocess": [(256, TileConfig(64, 0, 4, 1), [])],
