@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or interpreting(),
 B, H, L, D = 2, 8, 4096, 128
 
 
-def _tensors(name: str) -> tuple[dict, dict]:
+def _tensors(name: str, L: int = L) -> tuple[dict, dict]:
     """Constants and captured tensors sizing each example for L tokens and H heads."""
     g = torch.Generator().manual_seed(0)
     if name == "document":
@@ -91,7 +91,7 @@ def test_forward_and_backward_never_wait_on_the_gpu(name):
     """Once kernels and block metadata exist, a training step's forward and backward (learnable
     tensors' gradients included) queue GPU work without one host sync: no .item(), no copy from
     host memory, no data-dependent shapes."""
-    consts, tensors = _tensors(name)
+    consts, tensors = _tensors(name, 1024)
     variant = attnforge.compile(str(EXAMPLES / f"{name}.attn"), **consts)
     tensors = {n: t.clone().requires_grad_(t.is_floating_point()) for n, t in tensors.items()}
     q, k, v = (torch.randn(1, H, 1024, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
