@@ -30,6 +30,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 import attnforge
+from attnforge.runtime import autotune
 
 SHAPES = [(16, 16, 2048, 128), (4, 16, 8192, 128), (4, 16, 8192, 64), (1, 16, 32768, 128)]
 
@@ -133,6 +134,7 @@ def run_case(case: Case, B: int, H: int, L: int, D: int, quick: bool) -> list[di
             impls[name] = sdpa
     flops = 4 * B * hq * L * L * D * density(case.mask_mod, L)
     rows = []
+    tuned_before = set(autotune.TIMINGS)
     for name, fn in impls.items():
         def fwd_bwd(fn=fn):
             q.grad = k.grad = v.grad = None
@@ -151,6 +153,12 @@ def run_case(case: Case, B: int, H: int, L: int, D: int, quick: bool) -> list[di
         except Exception as err:  # noqa: BLE001 - an implementation that cannot run this case
             print(f"  {case.name} {name}: {type(err).__name__}: {str(err)[:100]}")
             continue
+        if name == "attnforge":  # what the autotuner measured and chose for this case's kernels
+            for key in sorted(set(autotune.TIMINGS) - tuned_before):
+                times = autotune.TIMINGS[key]
+                best = min(times, key=times.get)
+                print(f"  tuned {case.name} {key.split('|')[1]}: {best} ({times[best]:.3f} ms; "
+                      f"{len(times)} candidates)")
         rows.append({"case": case.name, "shape": (B, hq, L, D), "impl": name, "fwd_ms": t_f,
                      "bwd_ms": t_b, "fwd_tflops": flops / t_f / 1e9,
                      "bwd_tflops": 2.5 * flops / t_b / 1e9, "first_call_s": first, "peak_extra_mib": mem})
