@@ -4,6 +4,7 @@ Rule for out, lse and every gradient: max|kernel - gold| <= 2 * max|eager_lowp -
 where eager_lowp is the reference evaluated in the test dtype."""
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -124,6 +125,19 @@ def test_memory_layouts(name):
     assert launch._tma_ok(SimpleNamespace(tma=True), q) is tma  # a TMA-capable device; this layout
     src = "attention c() { score = score - 0.02 * abs(q_idx - kv_idx)\n mask = q_idx >= kv_idx }"
     check_variant(attnforge.compile(src), 1, 2, 2, 130, 130, 24, 24, torch.float32, layout=relayout)
+
+
+def test_forward_through_tensor_descriptors(monkeypatch):
+    """The forward's TMA path (the autotuner's pick on some GPUs; the default loads through pointers)."""
+    from attnforge.codegen import configs
+
+    fwd = [(limit, dataclasses.replace(default, tma=True), cands)
+           for limit, default, cands in configs.CONFIGS["fwd"]]
+    monkeypatch.setitem(configs.CONFIGS, "fwd", fwd)
+    assert launch.tile_config("fwd", 32).tma
+    src = "attention c() { score = score - 0.02 * abs(q_idx - kv_idx)\n mask = q_idx >= kv_idx }"
+    check_variant(attnforge.compile(src), 1, 2, 2, 130, 100, 24, 24, torch.float32,
+                  layout=LAYOUTS["bshd"][0])
 
 
 def test_fully_masked_rows():
