@@ -284,7 +284,8 @@ def check_targets(rows: list[dict], compiles: list[dict], meta_ms: float | None)
             ref = by.get((r["case"], tuple(r["shape"]), other))
             if ref is None:
                 if other == "flex" and which is None:
-                    lines.append(f"met    {what:26} {r['case']} {r['shape']}: flex cannot run it")
+                    lines.append(f"met    {what:26} {r['case']} {','.join(map(str, r['shape']))}: "
+                                 "flex cannot run it")
                 continue
             got = ref[key] / r[key]
             lines.append(f"{'met   ' if got >= need else 'MISSED'} {what:26} {r['case']} "
