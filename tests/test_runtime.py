@@ -113,6 +113,13 @@ def test_kernel_sources_read_like_code():
         v.kernel_source("decode")
 
 
+@pytest.mark.parametrize("dtype, device, fast", [(torch.bfloat16, "cuda", True), (torch.float16, "cuda", True),
+                                                 (torch.float32, "cuda", False), (torch.bfloat16, "cpu", False)])
+def test_kernel_source_shows_fast_math_where_it_runs(dtype, device, fast):
+    v = attnforge.compile(str(EXAMPLES / "softcap.attn"))
+    assert f"FAST_MATH = tl.constexpr({fast})" in v.kernel_source("fwd", dtype=dtype, device=device)
+
+
 def test_cli_inspect_triton_and_blocks():
     run = [sys.executable, "-m", "attnforge.cli", "inspect", str(EXAMPLES / "alibi.attn")]
     out = subprocess.run(run + ["--stage", "triton"], capture_output=True, text=True, timeout=120)

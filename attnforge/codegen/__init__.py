@@ -103,6 +103,12 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
     }
 
 
+def fast_math(spec: Spec, on_gpu: bool) -> bool:
+    """tanh through the special-function unit: on a GPU, for 16-bit inputs (whose rounding is
+    coarser than its error); never under the interpreter or for float32."""
+    return on_gpu and spec.dtype in ("float16", "bfloat16")
+
+
 def generate(prog: Program, source: Program, spec: Spec, fast_math: bool = False) -> dict[str, str]:
     """Triton module source for every kernel kind. `prog` is lowered, `source` as the user wrote it.
     `fast_math`: transcendental functions the kernels evaluate on scores (tanh) use the GPU's
@@ -118,5 +124,5 @@ def captured_params(prog: Program) -> list[str]:
     return loaded_params(score, *([mask] if mask is not None else []), grad.d_score)
 
 
-__all__ = ["KINDS", "Spec", "TileConfig", "SPARSE_BLOCK", "generate", "tile_config", "ir_hash",
+__all__ = ["KINDS", "Spec", "TileConfig", "SPARSE_BLOCK", "generate", "fast_math", "tile_config", "ir_hash",
            "template_hash", "captured_params"]

@@ -35,7 +35,7 @@ class Kernels:
 
 def kernels_for(prog: Program, source: Program, spec: Spec, device: torch.device) -> Kernels:
     tag = device_tag(device)
-    fast_math = tag != "interpret" and spec.dtype in ("float16", "bfloat16")
+    fast_math = codegen.fast_math(spec, on_gpu=tag != "interpret")
     base = cache_key(codegen.ir_hash(prog), repr(spec), codegen.template_hash(), tag)
     generated: dict[str, str] = {}
 

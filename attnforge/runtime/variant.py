@@ -16,7 +16,7 @@ from .. import reference as ref
 from ..codegen import KINDS, SPARSE_BLOCK, Spec
 from . import ops
 from .blocks import BlockMask, build_block_mask
-from ..codegen import generate
+from ..codegen import fast_math, generate
 from .launch import DTYPES
 from .validate import check_inputs
 
@@ -87,12 +87,14 @@ class Variant:
         return (out, lse) if return_lse else out
 
     def kernel_source(self, kind: str = "fwd", *, dtype=torch.bfloat16, head_dim: int = 64,
-                      head_dim_v: int | None = None, group: int = 1) -> str:
-        """The generated Triton source of one kernel: fwd, bwd_preprocess, bwd_dkdv or bwd_dq."""
+                      head_dim_v: int | None = None, group: int = 1, device="cuda") -> str:
+        """The generated Triton source of one kernel (fwd, bwd_preprocess, bwd_dkdv, bwd_dq,
+        bwd_diag) as it runs on `device` ("cpu": Triton's interpreter)."""
         if kind not in KINDS:
             raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
         spec = Spec(DTYPES[dtype], head_dim, head_dim_v or head_dim, group)
-        return generate(self.lowered, self.program, spec)[kind]
+        on_gpu = torch.device(device).type != "cpu"
+        return generate(self.lowered, self.program, spec, fast_math=fast_math(spec, on_gpu))[kind]
 
     def block_mask(self, B: int, H: int, Lq: int, Lk: int, *, block: int = SPARSE_BLOCK,
                    device="cpu", **tensors) -> BlockMask:
