@@ -25,17 +25,17 @@ P = False  # a candidate's last field: load through pointers even where TMA coul
 
 
 # kind -> [(max padded head dim, default, candidates)], first bucket that fits wins.
-# Defaults: H100 (sm_90), bf16, B=16 H=16 L=2048 D=128, full and causal: kernel-level timings of
-# benchmarks/sweep.py (benchmarks/RESULTS.md, 2026-11-24): fwd 64x64 w4 s3 (causal 0.73-0.76 ms vs
-# 0.86-0.93 for 128x64 w8) through pointers: as fast as TMA on long programs (full 1.199 vs 1.186 ms,
-# causal 0.727 vs 0.734) and far faster on short ones (document masks 0.348 vs 0.556 ms: TMA's
-# 113 KiB of buffers leave one program per SM), dK/dV 64x64 w4 s2 (1.25 ms; next 32x64 w4 s3 1.41), dQ 64x64 w4 s2
-# (0.85 ms; next 128x64 w8 s3 0.96). Candidates: the few next best of those sweeps, with and
-# without TMA (short programs, e.g. document masks, can do better without building descriptors).
-# fwd 64x64 w4 s2 with TMA needs 80 KiB of shared memory, so two programs share an SM and one's
-# softmax can overlap the other's matrix products (s3 takes 113 KiB: one program per SM); it wins on
-# short programs (document masks: 0.327 vs 0.557 ms), loses on long ones (full: 1.42 vs 1.19 ms).
-# 64x128 w4 (FlashAttention-3's per-warp-group tile) was slower at every case (full 1.45-1.65 ms).
+# Defaults: H100 (sm_90), bf16, B=16 H=16 L=2048 D=128, kernel-level timings of benchmarks/sweep.py
+# (benchmarks/RESULTS.md, 2026-11-24):
+# - fwd 64x64 w4 s3 through pointers (causal 0.73 ms vs 0.86-0.93 for 128x64 w8): as fast as TMA on
+#   long programs (full 1.199 vs 1.186 ms, causal 0.727 vs 0.734) and far faster on short ones
+#   (document masks 0.348 vs 0.556 ms: TMA's three stages take 113 KiB of shared memory, one program
+#   per SM). 64x64 w4 s2 with TMA (80 KiB, two programs per SM) is the best on short programs
+#   (document 0.327 ms) and loses on long ones (full 1.42 ms); 64x128 w4 (FlashAttention-3's tile per
+#   warp group) was slower everywhere (full 1.45-1.65 ms).
+# - dK/dV 64x64 w4 s2 (1.25 ms; next 32x64 w4 s3 1.41), dQ 64x64 w4 s2 (0.85 ms; next 128x64 w8 s3
+#   0.96).
+# Candidates: the few next best of those sweeps, with and without TMA.
 CONFIGS = {
     "fwd": [
         (64, TileConfig(128, 64, 4, 3),
