@@ -71,6 +71,17 @@ def diag_call(kern, i: int, buffers, tensors: dict, scale: float, bm, cls: torch
                 {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
 
 
+SKEW_BANDS = 64  # bands reduced at once: the skew's copies stay a few tiles' size, not the buffer's
+
+
+def _tile_diagonals(part: torch.Tensor) -> torch.Tensor:
+    """[..., T, T] -> [..., 2T - 1]: entry c sums the tile's diagonal i - j = c - (T - 1). Flip the
+    columns, pad rows to 2T, re-cut rows at 2T - 1 (row i shifts right by i), sum the rows."""
+    *lead, T, _ = part.shape
+    skew = F.pad(part.flip(-1), (0, T)).reshape(*lead, 2 * T * T)[..., :T * (2 * T - 1)]
+    return skew.reshape(*lead, T, 2 * T - 1).sum(-2)
+
+
 def diagonal_grad(kern, i: int, load, buffers, tensors: dict, scale: float, bm) -> torch.Tensor:
     """Flat float32 gradient of the Toeplitz read `load` (position `i` in d_loads), via bwd_diag."""
     from . import autotune
@@ -98,10 +109,7 @@ def diagonal_grad(kern, i: int, load, buffers, tensors: dict, scale: float, bm) 
     launch(kern, call)
     T, progs = cfg.block_m, part.shape[0]
     n_kt = -(-Lk // T)
-    # diagonal sums of every T x T tile: flip columns, pad rows to 2T, re-cut rows at 2T - 1 (row i
-    # shifts right by i), sum the rows: entry c sums the tile's diagonal i - j = c - (T - 1)
-    skew = F.pad(part.flip(-1), (0, T)).reshape(progs, bands, 2 * T * T)[..., :T * (2 * T - 1)]
-    diag = skew.reshape(progs, bands, T, 2 * T - 1).sum(2)
+    diag = torch.cat([_tile_diagonals(part[:, b0:b0 + SKEW_BANDS]) for b0 in range(0, bands, SKEW_BANDS)], 1)
     # band u covers distances (u - n_kt + 1) * T + c - (T - 1); overlap-add the bands in order
     per = torch.zeros(progs, (bands + 1) * T, dtype=torch.float32, device=q.device)
     per[:, :bands * T] += diag[..., :T].reshape(progs, bands * T)
