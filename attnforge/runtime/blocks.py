@@ -162,10 +162,16 @@ def build_block_mask(prog: Program, B: int, H: int, Lq: int, Lk: int, tensors: d
                      _lists(partial.transpose(-1, -2)), _lists(full.transpose(-1, -2)))
 
 
-def cached_block_mask(key_prog: str, prog: Program, B, H, Lq, Lk, tensors: dict, block_m, block_n,
-                      device) -> BlockMask:
-    used = sorted({n.param for r in prog.block_rules for e in (r.may_true, r.may_false)
+def rule_params(prog: Program) -> list[str]:
+    """The captured tensors the block rules read (the metadata is rebuilt when one changes)."""
+    return sorted({n.param for r in prog.block_rules for e in (r.may_true, r.may_false)
                    for n in walk(e) if hasattr(n, "param")})
+
+
+def cached_block_mask(key_prog: str, prog: Program, B, H, Lq, Lk, tensors: dict, block_m, block_n,
+                      device, used: list[str] | None = None) -> BlockMask:
+    """`used`: rule_params(prog), when the caller has it at hand (it walks the rules)."""
+    used = rule_params(prog) if used is None else used
     versions = tuple((n, tensors[n].data_ptr(), tensors[n]._version) for n in used)
     key = (key_prog, B, H, Lq, Lk, block_m, block_n, str(device), versions)
     if key in _CACHE:

@@ -13,7 +13,7 @@ from ..codegen import SPARSE_BLOCK, Spec, TileConfig, tile_config
 from ..ir.program import Program
 from ..passes.toeplitz import toeplitz_loads
 from . import autotune
-from .blocks import BlockMask, TileLists, cached_block_mask
+from .blocks import BlockMask, TileLists, cached_block_mask, rule_params
 from .cache import cache_key, device_tag, interpreting, load_module
 
 DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
@@ -31,6 +31,8 @@ class Kernels:
     modules: dict[str, object]
     tma: bool                 # the device can load tiles through tensor descriptors
     diag_loads: list[int]     # learnable reads indexed by q_idx - kv_idx (bwd_diag kernels)
+    params: list[str]         # captured tensors the kernels read, in argument order
+    rule_params: list[str]    # captured tensors the block rules read
 
 
 def kernels_for(prog: Program, source: Program, spec: Spec, device: torch.device) -> Kernels:
@@ -49,7 +51,8 @@ def kernels_for(prog: Program, source: Program, spec: Spec, device: torch.device
     modules = {kind: load_module(f"{base}_{kind}", build(kind), tag == "interpret")
                for kind in codegen.KINDS}
     tma = tag == "interpret" or (device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9)
-    return Kernels(prog, source, spec, base, modules, tma, toeplitz_loads(prog))
+    return Kernels(prog, source, spec, base, modules, tma, toeplitz_loads(prog), codegen.captured_params(prog),
+                   rule_params(prog))
 
 
 def _meta_args(lists: TileLists) -> list:
@@ -61,9 +64,9 @@ def _meta_args(lists: TileLists) -> list:
     return [s_nb, s_nh, s_ib, s_ih, ind.shape[-1]]
 
 
-def param_args(prog: Program, tensors: dict) -> list:
+def param_args(k: Kernels, tensors: dict) -> list:
     args = []
-    for name in codegen.captured_params(prog):
+    for name in k.params:
         t = tensors[name]
         args.append(t)
         for stride, size in zip(t.stride(), t.shape):
@@ -100,7 +103,8 @@ def _ensure_allocator() -> None:
 
 
 def block_mask_for(k: Kernels, B, H, Lq, Lk, tensors, device) -> BlockMask:
-    return cached_block_mask(k.key, k.prog, B, H, Lq, Lk, tensors, SPARSE_BLOCK, SPARSE_BLOCK, device)
+    return cached_block_mask(k.key, k.prog, B, H, Lq, Lk, tensors, SPARSE_BLOCK, SPARSE_BLOCK, device,
+                             k.rule_params)
 
 
 @dataclass
@@ -123,7 +127,7 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
     args = [q, k_, v, out, lse, *q.stride(), *k_.stride(), *v.stride(), *out.stride(),
             lse.stride(0), lse.stride(1), Lq, Lk, H, scale,
             bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, bm.order("q", cfg.block_m),
-            *_meta_args(bm.kv), *param_args(k.prog, tensors)]
+            *_meta_args(bm.kv), *param_args(k, tensors)]
     consts = dict(GROUP=k.spec.group, D=D, DV=DV, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                   BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m,
                   SPARSE_N=bm.block_n, USE_TMA=cfg.tma and _tma_ok(k, k_, v), **precision(q.dtype))
@@ -168,7 +172,7 @@ def dkdv_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockM
     return Call("bwd_dkdv", "attn_bwd_dkdv", (Lk, B * HKV, cfg.block_n),
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dk, t.dv, *_bwd_strides(t), Lq, Lk, H, HKV,
                  scale, bm.q.num, bm.q.ind, bm.q_full.num, bm.q_full.ind, bm.order("kv", cfg.block_n),
-                 *_meta_args(bm.q), *param_args(k.prog, tensors)],
+                 *_meta_args(bm.q), *param_args(k, tensors)],
                 dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), _options(cfg))
 
 
@@ -180,7 +184,7 @@ def dq_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMas
     return Call("bwd_dq", "attn_bwd_dq", (Lq, B * H, cfg.block_m),
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dq, *_bwd_strides(t), Lq, Lk, H, scale,
                  bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, bm.order("q", cfg.block_m),
-                 *_meta_args(bm.kv), *param_args(k.prog, tensors)],
+                 *_meta_args(bm.kv), *param_args(k, tensors)],
                 dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), _options(cfg))
 
 

@@ -63,7 +63,7 @@ def diag_call(kern, i: int, buffers, tensors: dict, scale: float, bm, cls: torch
     s_ch = cls.stride(1) if cls.shape[1] > 1 else 0
     args = [q, k, v, buffers.do, buffers.lse2, buffers.delta, part, *q.stride(), *k.stride(), *v.stride(),
             *buffers.do.stride(), Lq, k.shape[2], B, batches, H, scale, cls, s_cb, s_ch, cls.stride(2), cls.shape[2],
-            cls.shape[3], *param_args(kern.prog, tensors)]
+            cls.shape[3], *param_args(kern, tensors)]
     consts = dict(GROUP=kern.spec.group, D=D, DV=v.shape[3], T=cfg.block_m,
                   BLOCK_D=kern.spec.block_d, BLOCK_DV=kern.spec.block_dv, SPARSE_M=bm.block_m,
                   SPARSE_N=bm.block_n, **precision(q.dtype))
