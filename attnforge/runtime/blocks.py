@@ -169,9 +169,9 @@ def rule_params(prog: Program) -> list[str]:
 
 
 def cached_block_mask(key_prog: str, prog: Program, B, H, Lq, Lk, tensors: dict, block_m, block_n,
-                      device, used: list[str] | None = None) -> BlockMask:
-    """`used`: rule_params(prog), when the caller has it at hand (it walks the rules)."""
-    used = rule_params(prog) if used is None else used
+                      device, used: list[str]) -> BlockMask:
+    """`used`: rule_params(prog), worked out once by the caller (a walk of the rules per call would
+    cost more than the look-up)."""
     versions = tuple((n, tensors[n].data_ptr(), tensors[n]._version) for n in used)
     key = (key_prog, B, H, Lq, Lk, block_m, block_n, str(device), versions)
     if key in _CACHE:
