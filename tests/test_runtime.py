@@ -204,3 +204,38 @@ def test_segment_sum_matches_float64_scatter(n, size, seed):
     assert got.dtype == torch.float32 and got.shape == (size,)
     assert torch.allclose(got.double(), gold, atol=1e-5, rtol=1e-6)
     assert torch.equal(got, segment_sum(idx, val, size))
+
+
+def test_steady_state_calls_do_no_compiler_work():
+    """Once a variant ran at a size, later forward+backward calls (a learnable bias read through a
+    data-dependent mask included) touch neither the IR, the passes nor code generation: what each
+    call needs of them is worked out once per kernel set."""
+    import cProfile
+    import pstats
+
+    bias = torch.randn(2, 31) * 0.1
+    ids = torch.arange(40) // 13
+
+    def score(s, b, h, q_idx, kv_idx):
+        return s + bias[h, q_idx - kv_idx + 15]
+
+    def mask(b, h, q_idx, kv_idx):
+        return (ids[q_idx] == ids[kv_idx]) & (q_idx - kv_idx < 16) & (kv_idx <= q_idx)
+
+    v = attnforge.compile(score_mod=score, mask_mod=mask)
+    q, k, vv = _qkv(40, grad=True)
+    learnable = bias.clone().requires_grad_()
+
+    def step():
+        v(q, k, vv, bias=learnable).sum().backward()
+
+    step()
+    prof = cProfile.Profile()
+    prof.runcall(step)
+    called = {(f, name) for f, _, name in pstats.Stats(prof).stats}
+    # IR traversal, analysis passes, code generation, parsing (tile-config tables are plain data)
+    compiler = sorted((f, name) for f, name in called
+                      if any(f"attnforge{os.sep}{d}{os.sep}" in f for d in ("passes", "dsl"))
+                      or (f"attnforge{os.sep}ir{os.sep}" in f and name in ("walk", "children", "as_flex"))
+                      or (f.endswith(f"codegen{os.sep}__init__.py") and name not in ("block_d", "block_dv")))
+    assert not compiler, compiler

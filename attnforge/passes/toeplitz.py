@@ -50,3 +50,8 @@ def toeplitz_loads(prog: Program) -> list[int]:
     """Positions in the program's `d_loads` of the learnable reads indexed by q_idx - kv_idx."""
     (grad,) = prog.grads
     return [i for i, (load, _) in enumerate(grad.d_loads) if is_toeplitz(load)]
+
+
+def reads_batch(load: Load) -> bool:
+    """The read's index depends on the batch (its band sums cannot be pooled across batches)."""
+    return any(isinstance(n, Var) and n.name == "b" for i in load.index for n in walk(i))

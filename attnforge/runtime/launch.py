@@ -11,7 +11,7 @@ import triton.language as tl
 from .. import codegen
 from ..codegen import SPARSE_BLOCK, Spec, TileConfig, tile_config
 from ..ir.program import Program
-from ..passes.toeplitz import toeplitz_loads
+from ..passes.toeplitz import reads_batch, toeplitz_loads
 from . import autotune
 from .blocks import BlockMask, TileLists, cached_block_mask, rule_params
 from .cache import cache_key, device_tag, interpreting, load_module
@@ -31,6 +31,7 @@ class Kernels:
     modules: dict[str, object]
     tma: bool                 # the device can load tiles through tensor descriptors
     diag_loads: list[int]     # learnable reads indexed by q_idx - kv_idx (bwd_diag kernels)
+    diag_by_batch: frozenset  # those of them whose index also reads b
     params: list[str]         # captured tensors the kernels read, in argument order
     rule_params: list[str]    # captured tensors the block rules read
 
@@ -51,7 +52,10 @@ def kernels_for(prog: Program, source: Program, spec: Spec, device: torch.device
     modules = {kind: load_module(f"{base}_{kind}", build(kind), tag == "interpret")
                for kind in codegen.KINDS}
     tma = tag == "interpret" or (device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9)
-    return Kernels(prog, source, spec, base, modules, tma, toeplitz_loads(prog), codegen.captured_params(prog),
+    diag = toeplitz_loads(prog)
+    loads = prog.grads[0].d_loads
+    return Kernels(prog, source, spec, base, modules, tma, diag,
+                   frozenset(i for i in diag if reads_batch(loads[i][0])), codegen.captured_params(prog),
                    rule_params(prog))
 
 

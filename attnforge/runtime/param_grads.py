@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from ..codegen.configs import TileConfig, tile_config
-from ..ir.expr import Var, walk
 from ..ir.program import Program
 from ..reference import Evaluator, index_env
 
@@ -90,7 +89,7 @@ def diagonal_grad(kern, i: int, load, buffers, tensors: dict, scale: float, bm) 
     q, k = buffers.q, buffers.k
     B, H, Lq, _ = q.shape
     Lk = k.shape[2]
-    reads_b = any(isinstance(n, Var) and n.name == "b" for idx in load.index for n in walk(idx))
+    reads_b = i in kern.diag_by_batch
 
     def plan(cfg: TileConfig):
         """(call, part buffer, batch chunks, bands) for square tiles of cfg.block_m."""
@@ -132,7 +131,6 @@ def param_grads(prog: Program, q, k, v, do, lse, delta, tensors: dict, scale: fl
                 wanted: list[str], kern=None, buffers=None, bm=None) -> dict[str, torch.Tensor]:
     """Gradients for the captured tensors named in `wanted` (floating, requires_grad). With the
     kernels, the backward's buffers and block metadata, Toeplitz reads go through `bwd_diag`."""
-    score_expr, mask_expr = prog.as_flex()
     (grad,) = prog.grads
     grads = {n: torch.zeros(tensors[n].numel(), dtype=torch.float32, device=q.device) for n in wanted}
     diagonal = set(kern.diag_loads) if kern is not None else set()
@@ -143,6 +141,7 @@ def param_grads(prog: Program, q, k, v, do, lse, delta, tensors: dict, scale: fl
              if load.param in wanted and i not in diagonal]
     if not loads:
         return {n: g.view_as(tensors[n]).to(tensors[n].dtype) for n, g in grads.items()}
+    score_expr, mask_expr = prog.as_flex()
     B, H, Lq, _ = q.shape
     Lk = k.shape[2]
     group = H // k.shape[1]
