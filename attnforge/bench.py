@@ -45,7 +45,7 @@ class Case:
     mask_mod: object = None
     score_mod: object = None
     sdpa_causal: bool | None = None  # None: SDPA cannot express it
-    hkv: int | None = None
+    heads: tuple[int, int] | None = None  # (query heads, kv heads); None: H and H
     learnable: dict = field(default_factory=dict)
 
 
@@ -79,7 +79,7 @@ def cases(B: int, H: int, L: int, device="cuda") -> list[Case]:
         Case("alibi_causal", causal, alibi),
         Case("softcap30_causal", causal, softcap),
         Case("rel_bias_causal", causal, rel_bias, learnable={"bias": bias}),
-        Case("gqa32:8_causal", causal, sdpa_causal=True, hkv=H // 4),
+        Case("gqa32:8_causal", causal, sdpa_causal=True, heads=(32, 8)),
     ]
 
 
@@ -107,16 +107,27 @@ def _peak_extra_mib(fn, baseline: int) -> float:
     return (torch.cuda.max_memory_allocated() - baseline) / 2 ** 20
 
 
-def run_case(case: Case, B: int, H: int, L: int, D: int, quick: bool) -> list[dict]:
-    hq = 32 if case.name.startswith("gqa") else H
-    hkv = 8 if case.name.startswith("gqa") else H
+def case_inputs(case: Case, B: int, H: int, L: int, D: int):
+    """attnforge's variant for the case, and bf16 q, k, v on the GPU (requiring grad)."""
+    hq, hkv = case.heads or (H, H)
     q = torch.randn(B, hq, L, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     k, v = (torch.randn(B, hkv, L, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
             for _ in range(2))
-    do = torch.randn_like(q)
-    gqa = hq != hkv
     variant = attnforge.compile(score_mod=case.score_mod, mask_mod=case.mask_mod) \
         if case.score_mod or case.mask_mod else attnforge.compile("attention full() { }")
+    return variant, q, k, v
+
+
+def best_config(times: dict[str, float]) -> str:
+    """The autotuner's pick among its timings (config label -> ms)."""
+    return min(times, key=times.get)
+
+
+def run_case(case: Case, B: int, H: int, L: int, D: int, quick: bool) -> list[dict]:
+    variant, q, k, v = case_inputs(case, B, H, L, D)
+    hq = q.shape[1]
+    do = torch.randn_like(q)
+    gqa = hq != k.shape[1]
     torch._dynamo.reset()  # a fresh compile per case: no recompile limit, no eager fallback
     flex = torch.compile(flex_attention)
     # every case's mask ignores b and h: one broadcast BlockMask (as attnforge's metadata)
@@ -157,7 +168,7 @@ def run_case(case: Case, B: int, H: int, L: int, D: int, quick: bool) -> list[di
         if name == "attnforge":  # what the autotuner measured and chose for this case's kernels
             for key in sorted(set(autotune.TIMINGS) - tuned_before):
                 times = autotune.TIMINGS[key]
-                best = min(times, key=times.get)
+                best = best_config(times)
                 tuned[key.split("|")[1]] = [best, round(times[best], 4)]
                 print(f"  tuned {case.name} {key.split('|')[1]}: {best} ({times[best]:.3f} ms; "
                       f"{len(times)} candidates)")

@@ -12,7 +12,7 @@ import tempfile
 import torch
 
 import attnforge
-from attnforge.bench import cases
+from attnforge.bench import best_config, case_inputs, cases
 from attnforge.runtime import autotune
 
 
@@ -28,18 +28,13 @@ def main():
         for case in cases(B, H, L):
             if case.name not in (args.case or ["causal"]):
                 continue
-            hq, hkv = (32, 8) if case.name.startswith("gqa") else (H, H)
-            v = attnforge.compile(score_mod=case.score_mod, mask_mod=case.mask_mod) \
-                if case.score_mod or case.mask_mod else attnforge.compile("attention full() { }")
-            q = torch.randn(B, hq, L, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-            k, vv = (torch.randn(B, hkv, L, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-                     for _ in range(2))
+            v, q, k, vv = case_inputs(case, B, H, L, D)
             autotune.TIMINGS.clear()
-            v(q, k, vv, enable_gqa=hq != hkv).backward(torch.randn_like(q))
+            v(q, k, vv, enable_gqa=q.shape[1] != k.shape[1]).backward(torch.randn_like(q))
             torch.cuda.synchronize()
             for key, times in autotune.TIMINGS.items():
                 kind = key.split("|")[1]
-                best = min(times, key=times.get)
+                best = best_config(times)
                 cells = "  ".join(f"{c}: {t:.3f}" for c, t in sorted(times.items(), key=lambda x: x[1]))
                 print(f"{case.name:16} {shape:16} {kind:9} best {best:16} | {cells}", flush=True)
 
