@@ -20,6 +20,9 @@ from .ir.errors import DSLError  # noqa: E402
 from .runtime import Variant, attention, block_mask  # noqa: E402
 from .runtime.autotune import autotune  # noqa: E402
 from .runtime.variant import compile_variant as compile  # noqa: A001,E402 - the public name
+from .runtime import warmup as _warmup  # noqa: E402
+
+_warmup.start()
 
 __version__ = "0.1.0"
 

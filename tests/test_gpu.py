@@ -108,3 +108,30 @@ def test_forward_and_backward_never_wait_on_the_gpu(name):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
+
+
+def test_block_metadata_for_a_new_length_waits_on_nothing():
+    """A new length builds block metadata without a host sync: on the host and uploaded from pinned
+    memory for small tensor-free grids, on the GPU otherwise; both give the same tiles and order."""
+    from attnforge.runtime.blocks import build_block_mask
+
+    variant = attnforge.compile(str(EXAMPLES / "causal.attn"))
+
+    def qkv(L_):
+        return [torch.randn(1, 2, L_, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+                for _ in range(3)]
+
+    variant(*qkv(1024)).sum().backward()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        variant(*qkv(1000)).sum().backward()
+        masks = [build_block_mask(variant.lowered, 1, 1, 3000, 2900, {}, 128, 128, "cuda", on_host=h)
+                 for h in (True, False)]
+        orders = [(m.order("q", 64), m.order("kv", 32)) for m in masks]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert masks[0].host is not None and masks[1].host is None
+    assert masks[0].kv.ind.is_cuda and torch.equal(masks[0].to_dense(), masks[1].to_dense())
+    for a, b in zip(*orders):
+        assert a.is_cuda and torch.equal(a, b)

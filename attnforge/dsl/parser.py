@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 from dataclasses import dataclass, replace
 from functools import cache
 
@@ -71,8 +72,18 @@ class _Postlex:
             yield tok
 
 
+_LARK_LOCK = threading.Lock()
+
+
+def lark_parser() -> Lark:
+    """The parser, built once per process by whichever thread asks first (the start-up thread of
+    `runtime/warmup.py`, usually); a caller arriving meanwhile waits for it."""
+    with _LARK_LOCK:
+        return _build_lark()
+
+
 @cache
-def _lark() -> Lark:
+def _build_lark() -> Lark:
     # the LALR tables are cached on disk by lark (keyed by a hash of the grammar and options):
     # building them costs ~0.4 s of every new process's first compile
     try:
@@ -134,7 +145,7 @@ def _example_errors() -> tuple:
         for text in examples:
             for variant in (text, text.replace("{ ", "{\n  ")):
                 try:
-                    _lark().parse(variant)
+                    lark_parser().parse(variant)
                 except UnexpectedInput as err:
                     out.append((label, *_error_key(err)))
     return tuple(out)
@@ -163,7 +174,7 @@ def _label(err: UnexpectedInput) -> str | None:
 
 def _terminal_text(name: str) -> str:
     try:
-        pattern = _lark().get_terminal(name).pattern
+        pattern = lark_parser().get_terminal(name).pattern
     except KeyError:
         return name
     return f"`{pattern.value}`" if pattern.type == "str" else name.lower()
@@ -548,7 +559,7 @@ def parse(text: str, file: str = "<string>", **overrides) -> Program:
     src = _Source(text, file)
     _check_brackets(src)
     try:
-        tree = _lark().parse(text)
+        tree = lark_parser().parse(text)
     except UnexpectedInput as err:
         raise _parse_error(err, src) from None
     try:

@@ -28,6 +28,9 @@ class TileLists:
     num: torch.Tensor
     ind: torch.Tensor
 
+    def to(self, device) -> TileLists:
+        return TileLists(_upload(self.num, device), _upload(self.ind, device))
+
 
 @dataclass
 class BlockMask:
@@ -43,6 +46,7 @@ class BlockMask:
     kv_full: TileLists
     q: TileLists
     q_full: TileLists
+    host: BlockMask | None = field(default=None, repr=False, compare=False)  # its CPU twin, if built there
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def order(self, rows: str, block: int) -> torch.Tensor:
@@ -50,6 +54,8 @@ class BlockMask:
         ("q": forward and dQ; "kv": dK/dV): tiles whose sparse row lists the most tiles first
         (summed over batch and heads), so a causal grid ends on its light tiles instead of
         waiting on a long one. int32 [cdiv(L, block)], a permutation of the tiles."""
+        if (rows, block) not in self._cache and self.host is not None:
+            self._cache[rows, block] = _upload(self.host.order(rows, block), self.kv.ind.device)
         if (rows, block) not in self._cache:
             lists = (self.kv, self.kv_full) if rows == "q" else (self.q, self.q_full)
             sparse, length = (self.block_m, self.Lq) if rows == "q" else (self.block_n, self.Lk)
@@ -131,11 +137,30 @@ def _reads(prog: Program, name: str) -> bool:
                for r in prog.block_rules for e in (r.may_true, r.may_false) for n in walk(e))
 
 
+# Grids of at most this many tiles whose rules read no captured tensor are classified on the host
+# and uploaded from pinned memory (no wait on the GPU): cheaper than the dozen tiny GPU ops, and
+# those ops' first use in a process loads each one's CUDA module (~0.15 s of a first call).
+HOST_TILES = 1 << 14
+
+
+def _upload(t: torch.Tensor, device) -> torch.Tensor:
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def build_block_mask(prog: Program, B: int, H: int, Lq: int, Lk: int, tensors: dict,
-                     block_m: int, block_n: int, device) -> BlockMask:
+                     block_m: int, block_n: int, device, on_host: bool | None = None) -> BlockMask:
+    """`on_host`: classify on the CPU and upload (default: for small grids of tensor-free rules on
+    a GPU)."""
+    device = torch.device(device)
     nm, nn = -(-Lq // block_m), -(-Lk // block_n)
     BB = B if _reads(prog, "b") else 1
     HH = H if _reads(prog, "h") else 1
+    if on_host is None:
+        on_host = device.type == "cuda" and BB * HH * nm * nn <= HOST_TILES and not rule_params(prog)
+    if on_host and device.type != "cpu":
+        host = build_block_mask(prog, B, H, Lq, Lk, tensors, block_m, block_n, "cpu", on_host=False)
+        return BlockMask(Lq, Lk, block_m, block_n, host.kv.to(device), host.kv_full.to(device),
+                         host.q.to(device), host.q_full.to(device), host=host)
     if not prog.block_rules:
         allowed = torch.ones(BB, HH, nm, nn, dtype=torch.bool, device=device)
         partial = torch.zeros_like(allowed)

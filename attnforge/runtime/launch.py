@@ -12,7 +12,7 @@ from .. import codegen
 from ..codegen import SPARSE_BLOCK, Spec, TileConfig, tile_config
 from ..ir.program import Program
 from ..passes.toeplitz import reads_batch, toeplitz_loads
-from . import autotune
+from . import autotune, warmup
 from .blocks import BlockMask, TileLists, cached_block_mask, rule_params
 from .cache import cache_key, device_tag, interpreting, load_module
 
@@ -36,7 +36,23 @@ class Kernels:
     rule_params: list[str]    # captured tensors the block rules read
 
 
+class _Modules(dict):
+    """kind -> generated module, each imported on its first launch (a process that only runs
+    forwards never imports a backward's source; a new process's first call imports one module)."""
+
+    def __init__(self, load):
+        super().__init__()
+        self._load = load
+
+    def __missing__(self, kind: str):
+        if kind not in codegen.KINDS:
+            raise KeyError(kind)
+        self[kind] = mod = self._load(kind)
+        return mod
+
+
 def kernels_for(prog: Program, source: Program, spec: Spec, device: torch.device) -> Kernels:
+    warmup.wait()
     tag = device_tag(device)
     fast_math = codegen.fast_math(spec, on_gpu=tag != "interpret")
     base = cache_key(codegen.ir_hash(prog), repr(spec), codegen.template_hash(), tag)
@@ -49,8 +65,7 @@ def kernels_for(prog: Program, source: Program, spec: Spec, device: torch.device
             return generated[kind]
         return make
 
-    modules = {kind: load_module(f"{base}_{kind}", build(kind), tag == "interpret")
-               for kind in codegen.KINDS}
+    modules = _Modules(lambda kind: load_module(f"{base}_{kind}", build(kind), tag == "interpret"))
     tma = tag == "interpret" or (device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9)
     diag = toeplitz_loads(prog)
     loads = prog.grads[0].d_loads

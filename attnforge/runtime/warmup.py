@@ -1,0 +1,69 @@
+"""Start-up work of a process, done once on a thread while the program builds its model.
+
+A new process pays, before its first kernel runs, for work that does not depend on the variant:
+Triton keys its disk cache with a hash of its own installation (it reads the 400 MB libtriton.so:
+~0.5 s on the H100 machine), builds or loads its CUDA driver helpers, and imports gluon on its
+first argument specialization; the DSL parser builds its LALR tables (from lark's disk cache when
+warm). None of that touches the GPU, so `start()` (called when attnforge is imported) runs it on a
+daemon thread; the first compile calls `wait()`, which joins the thread instead of repeating its
+work. Nothing here creates a CUDA context: `import attnforge` stays safe before a fork, and
+`os.register_at_fork` joins the thread first, so a child never inherits a half-done import.
+ATTNFORGE_WARMUP=0 turns it off (the same work then happens on the first call).
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+_thread: threading.Thread | None = None
+
+
+_SAMPLE = """attention sample(bias: f32[H, R], doc: i32[L]) {
+  const W: int = 8
+  let near = abs(q_idx - kv_idx) // W < 2.5
+  score = where(near, score + bias[h, q_idx % W], 30.0 * tanh(score / 30.0))
+  mask = (doc[q_idx] == doc[kv_idx]) & ((b + 1 >= h) | ~(kv_idx < W))
+}
+"""
+
+
+def _work() -> None:
+    # Each step is an optimisation only: where one fails (a Triton that moved a name, no driver),
+    # the first call does the same work on its own path and reports any real error there.
+    try:
+        from ..dsl.parser import lark_parser
+        lark_parser().parse(_SAMPLE)  # lark builds each lexer state's scanner on its first use
+    except Exception:  # noqa: BLE001
+        pass
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return
+    try:
+        from triton.runtime.cache import triton_key
+        triton_key()
+    except Exception:  # noqa: BLE001 - see above
+        pass
+    try:
+        import triton
+        triton.runtime.driver.active.utils  # noqa: B018 - builds/loads the driver helpers
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        import triton.experimental.gluon.nvidia.hopper  # noqa: F401 - what specialization imports
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def start() -> None:
+    global _thread
+    if _thread is not None or os.environ.get("ATTNFORGE_WARMUP", "1") == "0":
+        return
+    _thread = threading.Thread(target=_work, name="attnforge-warmup", daemon=True)
+    _thread.start()
+    os.register_at_fork(before=wait)
+
+
+def wait() -> None:
+    """Block until the start-up work is done (at once when it is, or never started)."""
+    t = _thread
+    if t is not None and t is not threading.current_thread():
+        t.join()
