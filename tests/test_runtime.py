@@ -212,7 +212,14 @@ def test_kernels_compile_for_sm90(names):
     for r in rows:
         print(f"sm_90 {r['variant']:15} {r['kind']:15} regs={r['registers']:3} "
               f"spill={r['spill_bytes']}B smem={r['shared_bytes']}B warps={r['num_warps']}")
-        assert r["registers"] > 0 and r["shared_bytes"] <= 232448
+        assert r["registers"] > 0 and r["spill_bytes"] >= 0 and r["shared_bytes"] <= 232448
+        # compiled as the JIT specializes real inputs (unit strides constant, 16-byte alignment):
+        # pipelined tiles, and no spills in the forward and dQ kernels (dK/dV keeps two
+        # accumulators and spills tens to hundreds of bytes: see benchmarks/RESULTS.md)
+        if r["kind"] in ("fwd tma", "bwd_dq tma"):
+            assert r["spill_bytes"] == 0, r
+        if r["kind"].startswith("fwd"):  # K and V tiles in several pipeline stages, not one buffer each
+            assert r["shared_bytes"] > 2 * (2 * 64 * 128 * 2), r
         # bf16 scores go through the SFU's tanh on the GPU (the interpreter runs the exact formula)
         if r["variant"] == "softcap" and r["kind"] != "bwd_preprocess":
             assert "tanh" in r["approx"], r

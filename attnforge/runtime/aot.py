@@ -29,10 +29,22 @@ TORCH_TO_TRITON = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32:
                    torch.int16: "i16", torch.bool: "i1", torch.float64: "fp64"}
 
 
-def _signature(fn, call: Call) -> tuple[dict, dict]:
+def _signature(fn, call: Call) -> tuple[dict, dict, dict]:
+    """Triton's signature, constexprs and attributes for `call`'s arguments, specialized as the JIT
+    specializes a launch on real inputs: integers equal to 1 (unit strides) become constants,
+    pointers (16-byte aligned) and integers that are multiples of 16 are marked divisible by 16
+    (without that knowledge loads are neither vectorized nor pipelined)."""
     names = [n for n in fn.arg_names if n not in call.constexprs]
-    sig = {}
+    sig, attrs, consts = {}, {}, dict(call.constexprs)
+    params = {p.name: p for p in fn.params}
     for name, a in zip(names, call.args):
+        specialize = not getattr(params[name], "do_not_specialize", False)
+        if specialize and type(a) is int and a == 1:
+            consts[name] = 1
+            continue
+        if isinstance(a, torch.Tensor) or (specialize and not isinstance(a, bool) and isinstance(a, int)
+                                           and a % 16 == 0):
+            attrs[(fn.arg_names.index(name),)] = [["tt.divisibility", 16]]
         if isinstance(a, torch.Tensor):
             sig[name] = "*" + TORCH_TO_TRITON[a.dtype]
         elif isinstance(a, bool):
@@ -41,13 +53,13 @@ def _signature(fn, call: Call) -> tuple[dict, dict]:
             sig[name] = "i32" if -2 ** 31 <= a < 2 ** 31 else "i64"
         else:
             sig[name] = "fp32"
-    consts = dict(call.constexprs)
     sig.update({n: "constexpr" for n in consts})
-    return sig, consts
+    return {n: sig[n] for n in fn.arg_names}, consts, attrs
 
 
 def _cubin_stats(cubin: bytes) -> dict:
-    """Registers and local-memory (spill) bytes per thread, from cuobjdump's resource usage."""
+    """Registers and spilled bytes per thread, from cuobjdump's resource usage: spills live in the
+    stack frame (STACK; Triton inlines every call, so the frame holds nothing else) and LOCAL."""
     tool = Path(triton.knobs.nvidia.ptxas.path).with_name("cuobjdump")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
@@ -55,9 +67,10 @@ def _cubin_stats(cubin: bytes) -> dict:
         res = subprocess.run([str(tool), "--dump-resource-usage", f.name], capture_output=True,
                              text=True)
     text = res.stdout + res.stderr
-    regs, local = re.search(r"REG:(\d+)", text), re.search(r"LOCAL:(\d+)", text)
+    regs = re.search(r"REG:(\d+)", text)
+    frame = [re.search(rf"{field}:(\d+)", text) for field in ("STACK", "LOCAL")]
     return {"registers": int(regs.group(1)) if regs else -1,
-            "spill_bytes": int(local.group(1)) if local else -1}
+            "spill_bytes": sum(int(m.group(1)) for m in frame) if all(frame) else -1}
 
 
 def _meta_lists(rows: int, cols: int) -> TileLists:
@@ -94,12 +107,13 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
     report = []
     for call in calls:
         fn = getattr(kern.modules[call.kind], call.fn_name)
-        sig, consts = _signature(fn, call)
+        sig, consts, attrs = _signature(fn, call)
         # kernels that walk tiles compile twice: tiles through TMA descriptors, and through pointers
         for tma in ((False, True) if "USE_TMA" in consts else (None,)):
             if tma is not None:
                 consts["USE_TMA"] = tma
-            compiled = triton.compile(ASTSource(fn, sig, dict(consts)), target=TARGET, options=call.options)
+            compiled = triton.compile(ASTSource(fn, sig, dict(consts), attrs), target=TARGET,
+                                      options=call.options)
             stats = _cubin_stats(compiled.asm["cubin"])
             # special-function-unit instructions of fast math (e.g. tanh.approx.f32)
             approx = sorted(set(re.findall(r"\b(\w+)\.approx(?:\.ftz)?\.f32", compiled.asm["ptx"])))
