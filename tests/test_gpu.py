@@ -135,3 +135,33 @@ def test_block_metadata_for_a_new_length_waits_on_nothing():
     assert masks[0].kv.ind.is_cuda and torch.equal(masks[0].to_dense(), masks[1].to_dense())
     for a, b in zip(*orders):
         assert a.is_cuda and torch.equal(a, b)
+
+
+def test_first_forward_compiles_the_backward_ahead():
+    """The first forward that needs gradients compiles the backward's kernels on threads,
+    specialized as the backward launches them: the backward itself compiles nothing."""
+    from attnforge.runtime import ops
+
+    variant = attnforge.compile("attention ahead() { mask = q_idx + 11 >= kv_idx }")
+    q, k, v = (torch.randn(2, 4, 700, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    out = variant(q, k, v)
+    kern = ops._kernels(variant._key, q, k, v)
+    assert kern.ahead is not None and len(kern.ahead) == 3, kern.ahead
+    for done in kern.ahead:
+        done.result()  # raises what a compile raised
+
+    def binaries():
+        return {kind: sum(len(c[0]) for c in getattr(mod, name).device_caches.values())
+                for kind, mod in kern.modules.items() for name in dir(mod)
+                if kind.startswith("bwd") and name.startswith("attn_")}
+
+    before = binaries()
+    assert set(before) == {"bwd_preprocess", "bwd_dkdv", "bwd_dq"} and all(before.values()), before
+    out.float().square().sum().backward()
+    torch.cuda.synchronize()
+    assert binaries() == before and not kern.ahead, (binaries(), before)
+    with torch.no_grad():  # a forward without gradients starts nothing
+        other = attnforge.compile("attention ahead2() { mask = q_idx + 13 >= kv_idx }")
+        other(q, k, v)
+        assert ops._kernels(other._key, q, k, v).ahead is None

@@ -70,16 +70,24 @@ def tuning_key(kernels_key: str, kind: str, length: int) -> str:
     return f"{kernels_key}|{kind}|L{1 << max(length - 1, 0).bit_length()}"
 
 
+def chosen(kernels, kind: str, length: int) -> TileConfig | None:
+    """The config tuned earlier for this kernel, if any (None: the default, unless tuning is on)."""
+    found = _table().get(tuning_key(kernels.key, kind, length))
+    return TileConfig(*found) if found is not None else None
+
+
+def will_tune(kernels, kind: str, length: int) -> bool:
+    return enabled() and not interpreting() and chosen(kernels, kind, length) is None
+
+
 def config_for(kernels, kind: str, length: int, make_call: Callable, launch: Callable) -> TileConfig | None:
     """The tuned config for this kernel, tuning now if enabled; None means "use the default"."""
     if interpreting():
         return None
     key = tuning_key(kernels.key, kind, length)
-    found = _table().get(key)
-    if found is not None:
-        return TileConfig(*found)
-    if not enabled():
-        return None
+    found = chosen(kernels, kind, length)
+    if found is not None or not enabled():
+        return found
     times = {}
     for cfg in candidates(kind, kernels.spec.block_d):
         call = make_call(cfg)

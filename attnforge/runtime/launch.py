@@ -2,6 +2,7 @@
 in `param_grads.py`). CPU tensors run under Triton's interpreter."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -34,15 +35,17 @@ class Kernels:
     diag_by_batch: frozenset  # those of them whose index also reads b
     params: list[str]         # captured tensors the kernels read, in argument order
     rule_params: list[str]    # captured tensors the block rules read
+    ahead: list | None = None  # compiles of the backward's kernels started by the first forward
 
 
 class _Modules(dict):
     """kind -> generated module, each imported on its first launch (a process that only runs
     forwards never imports a backward's source; a new process's first call imports one module)."""
 
-    def __init__(self, load):
+    def __init__(self, load, generated: dict):
         super().__init__()
         self._load = load
+        self.generated = generated  # sources this process generated (none: all came from the disk cache)
 
     def __missing__(self, kind: str):
         if kind not in codegen.KINDS:
@@ -65,7 +68,7 @@ def kernels_for(prog: Program, source: Program, spec: Spec, device: torch.device
             return generated[kind]
         return make
 
-    modules = _Modules(lambda kind: load_module(f"{base}_{kind}", build(kind), tag == "interpret"))
+    modules = _Modules(lambda kind: load_module(f"{base}_{kind}", build(kind), tag == "interpret"), generated)
     tma = tag == "interpret" or (device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9)
     diag = toeplitz_loads(prog)
     loads = prog.grads[0].d_loads
@@ -266,19 +269,72 @@ def launch(k: Kernels, call: Call, fallback: bool = True) -> None:
                 raise
 
 
-def forward(k: Kernels, q, k_, v, tensors: dict, scale: float, bm: BlockMask):
+def forward(k: Kernels, q, k_, v, tensors: dict, scale: float, bm: BlockMask, grad: bool = False):
+    """`grad`: a backward will follow (the first such forward starts compiling its kernels)."""
     B, H, Lq, _ = q.shape
     out = torch.empty(B, H, Lq, v.shape[3], dtype=q.dtype, device=q.device)
     lse = torch.empty(B, H, Lq, dtype=torch.float32, device=q.device)
+    # a new variant (its source generated in this process) compiles its backward alongside the
+    # forward; one whose kernels are on disk loads the backward's after launching the forward
+    ahead = grad and k.ahead is None and not interpreting()
+    if ahead and _is_new(k):
+        compile_backward_ahead(k, q, k_, v, out, lse, tensors, scale, bm)
     cfg = autotune.config_for(k, "fwd", Lq, lambda c: fwd_call(k, q, k_, v, out, lse, tensors, scale, bm, c),
                               launch)
     launch(k, fwd_call(k, q, k_, v, out, lse, tensors, scale, bm, cfg))
+    if ahead and k.ahead is None:
+        compile_backward_ahead(k, q, k_, v, out, lse, tensors, scale, bm)
     return out, lse
+
+
+def _is_new(k: Kernels) -> bool:
+    k.modules["fwd"]  # noqa: B018 - imports (or first generates) the forward's source
+    return bool(k.modules.generated)
+
+
+_COMPILER: ThreadPoolExecutor | None = None
+
+
+def compile_backward_ahead(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: BlockMask):
+    """Compile the backward's kernels on threads while the forward's kernel compiles and runs:
+    Triton's compiler releases the GIL, so the four compile at once instead of one after another
+    (the first backward waits for them). Stand-ins for the backward's buffers have their dtypes, shapes
+    and strides (gradients are allocated like q, k and v; dO is made contiguous like out; dLSE is
+    materialized like lse), so the JIT specializes as it will then; where it does not, the backward
+    compiles what it needs. Kernels the autotuner is about to tune are left to it."""
+    global _COMPILER
+    if _COMPILER is None:
+        _COMPILER = ThreadPoolExecutor(max_workers=3, thread_name_prefix="attnforge-compile")
+    t = BwdBuffers(out, lse, q, k_, v, out, lse, lse, lse, q, k_, v)
+    Lq = q.shape[2]
+    calls = [preprocess_call(k, t)]
+    for kind, make in (("bwd_dkdv", dkdv_call), ("bwd_dq", dq_call)):
+        if not autotune.will_tune(k, kind, Lq):
+            calls.append(make(k, t, tensors, scale, bm, autotune.chosen(k, kind, Lq)))
+    k.ahead = [_COMPILER.submit(_compile_only, k, call, q.device) for call in calls]
+
+
+def _compile_only(k: Kernels, call: Call, device) -> None:
+    mod = k.modules[call.kind]
+    with torch.cuda.device(device):
+        getattr(mod, call.fn_name).warmup(*call.args, grid=mod.grid(*call.grid_args), **call.constexprs,
+                                          **call.options)
+
+
+def _wait_ahead(k: Kernels) -> None:
+    for done in k.ahead or ():
+        try:
+            done.result()
+        except Exception:  # noqa: BLE001 - the launch compiles again and reports the error itself
+            pass
+    k.ahead = []
 
 
 def backward(k: Kernels, do, dlse, q, k_, v, out, lse, tensors: dict, scale: float, bm: BlockMask):
     """The backward's buffers: dq, dk, dv (per kv head: GQA groups are summed inside the kernel),
     delta and lse2 among them."""
+    if k.ahead:
+        _wait_ahead(k)
     B, H, Lq, _ = q.shape
     delta = torch.empty(B, H, Lq, dtype=torch.float32, device=q.device)
     t = BwdBuffers(do.contiguous(), dlse.contiguous() if dlse is not None else None, q, k_, v, out, lse,

@@ -50,9 +50,9 @@ def _prepare(key: str, q: Tensor, k: Tensor, v: Tensor, tensors):
     return kern, named, bm
 
 
-def _forward(q, k, v, tensors, variant, scale):
+def _forward(q, k, v, tensors, variant, scale, grad: bool = False):
     kern, named, bm = _prepare(variant, q, k, v, tensors)
-    return launch.forward(kern, q, k, v, named, scale, bm)
+    return launch.forward(kern, q, k, v, named, scale, bm, grad)
 
 
 def _backward_impl(do, dlse, q, k, v, out, lse, tensors, wanted, variant, scale):
@@ -112,8 +112,8 @@ class _Eager(torch.autograd.Function):
     imports torch._dynamo (~1-2 s of a new process), which eager users should not pay."""
 
     @staticmethod
-    def forward(ctx, q, k, v, variant, scale, *tensors):
-        out, lse = _forward(q, k, v, list(tensors), variant, scale)
+    def forward(ctx, q, k, v, variant, scale, grad, *tensors):
+        out, lse = _forward(q, k, v, list(tensors), variant, scale, grad)
         ctx.variant, ctx.scale = variant, scale
         ctx.wanted = [t.is_floating_point() and t.requires_grad for t in tensors]
         ctx.save_for_backward(q, k, v, out, lse, *tensors)
@@ -125,7 +125,7 @@ class _Eager(torch.autograd.Function):
         dq, dk, dv, dparams = _backward_impl(dout, dlse, q, k, v, out, lse, tensors, ctx.wanted,
                                              ctx.variant, ctx.scale)
         it = iter(dparams)
-        return (dq, dk, dv, None, None, *(next(it) if w else None for w in ctx.wanted))
+        return (dq, dk, dv, None, None, None, *(next(it) if w else None for w in ctx.wanted))
 
 
 def run(key: str, q, k, v, tensors: dict, scale: float):
@@ -135,4 +135,6 @@ def run(key: str, q, k, v, tensors: dict, scale: float):
     params = [tensors[n].contiguous() for n in _VARIANTS[key].params]
     if torch.compiler.is_compiling():
         return attention_op(q, k, v, params, key, float(scale))
-    return _Eager.apply(q, k, v, key, float(scale), *params)
+    # whether a backward will follow (inside forward grad mode is off and needs_input_grad ignores it)
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, *params))
+    return _Eager.apply(q, k, v, key, float(scale), grad, *params)
