@@ -4,13 +4,14 @@
     attnforge bench --case causal --shape 2,8,4096,128 --tune
 
 Forward and backward (forward+backward minus forward) are medians of CUDA-event timings after
-warm-up (triton.testing.do_bench, which flushes L2 before every run; the least of 2-3 such medians),
-on the same inputs for every implementation. TFLOP/s count only unmasked work: the density of each mask is measured on the tile
-grid of the dense mask of one row block at a time. Ratios are vs flex and vs cuDNN, from the same
-run. Also measured: compile + first call of a new variant, cold (empty attnforge and Triton caches)
-and warm from the disk cache in a new process (the first call after set-up, and at once after the
-import), the backward's first call, a next variant in the same process, recompiles when L changes, the block metadata build
-at L=131072, and peak extra memory of forward+backward. The issue-5 targets are checked at the end;
+warm-up (triton.testing.do_bench, which flushes L2 before every run; the least of 2-3 such
+medians), on the same inputs for every implementation. TFLOP/s count only unmasked work: the density
+of each mask is measured on the tile grid of the dense mask of one row block at a time. Ratios are
+vs flex and vs cuDNN, from the same run. Also measured: compile + first call of a new variant, cold
+(empty attnforge and Triton caches) and warm from the disk cache in a new process (the first call
+after set-up, and at once after the import), the backward's first call, a next variant in the same
+process, recompiles when L changes, the block metadata build at L=131072, and peak extra memory of
+forward+backward. The issue-5 targets are checked at the end;
 `--json` keeps the rows and `--chart` draws them (matplotlib).
 """
 from __future__ import annotations

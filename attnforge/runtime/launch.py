@@ -305,7 +305,8 @@ def compile_backward_ahead(k: Kernels, q, k_, v, out, lse, tensors: dict, scale:
     global _COMPILER
     if _COMPILER is None:
         _COMPILER = ThreadPoolExecutor(max_workers=3, thread_name_prefix="attnforge-compile")
-    t = BwdBuffers(out, lse, q, k_, v, out, lse, lse, lse, q, k_, v)
+    t = BwdBuffers(do=out, dlse=lse, q=q, k=k_, v=v, out=out, lse=lse, delta=lse, lse2=lse,
+                   dq=q, dk=k_, dv=v)
     Lq = q.shape[2]
     calls = [preprocess_call(k, t)]
     for kind, make in (("bwd_dkdv", dkdv_call), ("bwd_dq", dq_call)):
@@ -322,7 +323,7 @@ def _compile_only(k: Kernels, call: Call, device) -> None:
 
 
 def _wait_ahead(k: Kernels) -> None:
-    for done in k.ahead or ():
+    for done in k.ahead:
         try:
             done.result()
         except Exception:  # noqa: BLE001 - the launch compiles again and reports the error itself
