@@ -196,6 +196,40 @@ for name in sys.argv[1:]:
 """
 
 
+SIGNATURE = """
+import json, torch, attnforge
+from attnforge.runtime import aot
+from attnforge.runtime.launch import fwd_call, kernels_for
+from attnforge.codegen import Spec
+from attnforge.runtime.blocks import BlockMask
+v = attnforge.compile("attention c() { mask = q_idx >= kv_idx }")
+kern = kernels_for(v.lowered, v.program, Spec("bfloat16", 64, 64, 1), torch.device("meta"))
+m = lambda *s, dt=torch.bfloat16: torch.empty(*s, dtype=dt, device="meta")
+q, lse = m(2, 2, 1024, 64), m(2, 2, 1024, dt=torch.float32)
+bm = BlockMask(1024, 1024, 128, 128, *(aot._meta_lists(8, 8) for _ in range(4)))
+fn = kern.modules["fwd"].attn_fwd
+sig, consts, attrs = aot._signature(fn, fwd_call(kern, q, q, q, q, lse, {}, 0.125, bm))
+print(json.dumps({"order": list(sig) == fn.arg_names, "ones": sorted(n for n, c in consts.items() if type(c) is int and c == 1),
+                  "divisible": sorted(fn.arg_names[i] for (i,) in attrs)}))
+"""
+
+
+def test_aot_specializes_arguments_as_the_jit_does():
+    """Unit strides become constants, pointers and multiples of 16 divisible by 16, except the
+    arguments the kernel asks Triton not to specialize (lengths)."""
+    import json
+
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    out = subprocess.run([sys.executable, "-c", SIGNATURE], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.splitlines()[-1])
+    assert got["order"]
+    assert {"s_qd", "s_kd", "s_vd", "s_od"} <= set(got["ones"])
+    assert {"Q", "K", "V", "O", "LSE", "s_qm", "s_kn", "s_qh"} <= set(got["divisible"])
+    assert not {"Lq", "Lk", "N_SPARSE"} & set(got["divisible"] + got["ones"])
+
+
 @pytest.mark.parametrize("names", [["causal", "alibi", "softcap", "rel_bias"],
                                    ["sliding_window", "prefix_lm", "document", "per_head"]])
 def test_kernels_compile_for_sm90(names):
