@@ -209,7 +209,8 @@ q, lse = m(2, 2, 1024, 64), m(2, 2, 1024, dt=torch.float32)
 bm = BlockMask(1024, 1024, 128, 128, *(aot._meta_lists(8, 8) for _ in range(4)))
 fn = kern.modules["fwd"].attn_fwd
 sig, consts, attrs = aot._signature(fn, fwd_call(kern, q, q, q, q, lse, {}, 0.125, bm))
-print(json.dumps({"order": list(sig) == fn.arg_names, "ones": sorted(n for n, c in consts.items() if type(c) is int and c == 1),
+ones = sorted(n for n, c in consts.items() if type(c) is int and c == 1)
+print(json.dumps({"order": list(sig) == fn.arg_names, "ones": ones,
                   "divisible": sorted(fn.arg_names[i] for (i,) in attrs)}))
 """
 
