@@ -4,11 +4,12 @@ A new process pays, before its first kernel runs, for work that does not depend 
 Triton keys its disk cache with a hash of its own installation (it reads the 400 MB libtriton.so:
 ~0.5 s on the H100 machine), builds or loads its CUDA driver helpers, and imports gluon on its
 first argument specialization; the DSL parser builds its LALR tables (from lark's disk cache when
-warm). None of that touches the GPU, so `start()` (called when attnforge is imported) runs it on a
-daemon thread; the first compile calls `wait()`, which joins the thread instead of repeating its
-work. Nothing here creates a CUDA context: `import attnforge` stays safe before a fork, and
-`os.register_at_fork` joins the thread first, so a child never inherits a half-done import.
-ATTNFORGE_WARMUP=0 turns it off (the same work then happens on the first call).
+warm), and sympy imports the parts of its simplifier on first use. None of that touches the GPU,
+so `start()` (called when attnforge is imported) runs it on a daemon thread; the first compile
+calls `wait()`, which joins the thread instead of repeating its work. Nothing here creates a CUDA
+context: `import attnforge` stays safe before a fork, and `os.register_at_fork` joins the thread
+first, so a child never inherits a half-done import. ATTNFORGE_WARMUP=0 turns it off (the same work
+then happens on the first call).
 """
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ def _work() -> None:
     try:
         from ..dsl.parser import lark_parser
         lark_parser().parse(_SAMPLE)  # lark builds each lexer state's scanner on its first use
+    except Exception:  # noqa: BLE001
+        pass
+    try:  # sympy imports its simplifier's parts on first use (~0.1 s of a first score_mod)
+        import sympy as sp
+        x = sp.Symbol("x")
+        sp.simplify(30 * sp.tanh(x / 30) + sp.exp(x) * sp.log(x + 1) - sp.sqrt(x) ** 2)
     except Exception:  # noqa: BLE001
         pass
     if os.environ.get("TRITON_INTERPRET") == "1":
