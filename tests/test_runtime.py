@@ -107,6 +107,33 @@ def test_start_up_work_runs_on_a_thread_that_a_fork_joins(tmp_path):
         assert out.returncode == 0, out.stderr
 
 
+def test_a_fork_waits_for_compiles_under_way():
+    """The backward's kernels compile on threads that end with their compiles; a fork in the
+    meantime waits for them (here with stand-in jobs: one slow, one failing)."""
+    script = textwrap.dedent("""
+        import os, threading, time
+        from concurrent.futures import ThreadPoolExecutor
+        from attnforge.runtime import launch, warmup
+        warmup.wait()
+        pool = ThreadPoolExecutor(max_workers=2)
+        jobs = [pool.submit(time.sleep, 0.5), pool.submit(lambda: 1 / 0)]
+        pool.shutdown(wait=False)
+        for job in jobs:
+            launch._PENDING.add(job)
+            job.add_done_callback(launch._PENDING.discard)
+        t = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert time.perf_counter() - t >= 0.4 and not launch._PENDING
+        time.sleep(0.1)
+        assert threading.active_count() == 1, threading.enumerate()
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
 def test_torch_compile_traces_through_without_graph_breaks():
     variant = attnforge.compile(str(EXAMPLES / "rel_bias.attn"))
     bias = (torch.randn(4, 511) * 0.1).requires_grad_()

@@ -2,6 +2,7 @@
 in `param_grads.py`). CPU tensors run under Triton's interpreter."""
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -292,7 +293,17 @@ def _is_new(k: Kernels) -> bool:
     return bool(k.modules.generated)
 
 
-_COMPILER: ThreadPoolExecutor | None = None
+# compiles under way on threads: a fork waits for them (no child inherits a thread's half-done
+# import or held lock); the threads end with their compiles, none is kept idle
+_PENDING: set = set()
+
+
+def _join_compiles() -> None:
+    for done in list(_PENDING):
+        done.exception()  # waits; a failed compile is reported by the launch that needs it
+
+
+os.register_at_fork(before=_join_compiles)
 
 
 def compile_backward_ahead(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: BlockMask):
@@ -302,9 +313,6 @@ def compile_backward_ahead(k: Kernels, q, k_, v, out, lse, tensors: dict, scale:
     and strides (gradients are allocated like q, k and v; dO is made contiguous like out; dLSE is
     materialized like lse), so the JIT specializes as it will then; where it does not, the backward
     compiles what it needs. Kernels the autotuner is about to tune are left to it."""
-    global _COMPILER
-    if _COMPILER is None:
-        _COMPILER = ThreadPoolExecutor(max_workers=3, thread_name_prefix="attnforge-compile")
     t = BwdBuffers(do=out, dlse=lse, q=q, k=k_, v=v, out=out, lse=lse, delta=lse, lse2=lse,
                    dq=q, dk=k_, dv=v)
     Lq = q.shape[2]
@@ -312,7 +320,12 @@ def compile_backward_ahead(k: Kernels, q, k_, v, out, lse, tensors: dict, scale:
     for kind, make in (("bwd_dkdv", dkdv_call), ("bwd_dq", dq_call)):
         if not autotune.will_tune(k, kind, Lq):
             calls.append(make(k, t, tensors, scale, bm, autotune.chosen(k, kind, Lq)))
-    k.ahead = [_COMPILER.submit(_compile_only, k, call, q.device) for call in calls]
+    pool = ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="attnforge-compile")
+    k.ahead = [pool.submit(_compile_only, k, call, q.device) for call in calls]
+    pool.shutdown(wait=False)
+    for done in k.ahead:
+        _PENDING.add(done)
+        done.add_done_callback(_PENDING.discard)
 
 
 def _compile_only(k: Kernels, call: Call, device) -> None:
@@ -324,10 +337,7 @@ def _compile_only(k: Kernels, call: Call, device) -> None:
 
 def _wait_ahead(k: Kernels) -> None:
     for done in k.ahead:
-        try:
-            done.result()
-        except Exception:  # noqa: BLE001 - the launch compiles again and reports the error itself
-            pass
+        done.exception()  # waits; where a compile failed, the launch compiles again and reports it
     k.ahead = []
 
 
