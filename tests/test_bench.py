@@ -15,7 +15,8 @@ ROWS = [_row("causal", "attnforge", 1.0, 2.0), _row("causal", "flex", 1.2, 2.0),
         _row("causal", "sdpa_cudnn", 0.8, 1.5), _row("softcap30_causal", "attnforge", 1.0, 1.0),
         _row("softcap30_causal", "flex", 1.6, 1.4), _row("rel_bias_causal", "attnforge", 1.0, 1.0)]
 COMPILES = [{"variant": "causal", "phase": "cold", "fwd_s": 1.5, "bwd_s": 1.0, "recompiles": 0},
-            {"variant": "causal", "phase": "warm", "fwd_s": 0.2, "bwd_s": 0.01, "recompiles": 1}]
+            {"variant": "causal", "phase": "warm", "fwd_s": 0.2, "bwd_s": 0.01, "recompiles": 1,
+             "next_fwd_s": 0.03, "import_to_call_s": 0.15}]
 
 
 def test_targets_are_checked_against_the_same_run():
@@ -30,6 +31,8 @@ def test_targets_are_checked_against_the_same_run():
     assert any(line.startswith("met    compile+first call cold") for line in lines)
     assert any(line.startswith("MISSED compile+first call warm") for line in lines)
     assert any(line.startswith("MISSED zero recompiles") for line in lines)
+    assert "met    a new variant in a running process, warm < 0.05 s  causal: 0.030 s" in text
+    assert "0.15 s after import" in text and "running process, cold" not in text  # no next_fwd_s there
     assert lines[-1].startswith("met    block metadata")
 
 
