@@ -298,12 +298,12 @@ def _is_new(k: Kernels) -> bool:
 _PENDING: set = set()
 
 
-def _join_compiles() -> None:
-    for done in list(_PENDING):
-        done.exception()  # waits; a failed compile is reported by the launch that needs it
+def _wait(compiles) -> None:
+    for done in list(compiles):
+        done.exception()  # waits; where a compile failed, the launch compiles again and reports it
 
 
-os.register_at_fork(before=_join_compiles)
+os.register_at_fork(before=lambda: _wait(_PENDING))
 
 
 def compile_backward_ahead(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: BlockMask):
@@ -335,17 +335,12 @@ def _compile_only(k: Kernels, call: Call, device) -> None:
                                           **call.options)
 
 
-def _wait_ahead(k: Kernels) -> None:
-    for done in k.ahead:
-        done.exception()  # waits; where a compile failed, the launch compiles again and reports it
-    k.ahead = []
-
-
 def backward(k: Kernels, do, dlse, q, k_, v, out, lse, tensors: dict, scale: float, bm: BlockMask):
     """The backward's buffers: dq, dk, dv (per kv head: GQA groups are summed inside the kernel),
     delta and lse2 among them."""
     if k.ahead:
-        _wait_ahead(k)
+        _wait(k.ahead)
+        k.ahead = []
     B, H, Lq, _ = q.shape
     delta = torch.empty(B, H, Lq, dtype=torch.float32, device=q.device)
     t = BwdBuffers(do.contiguous(), dlse.contiguous() if dlse is not None else None, q, k_, v, out, lse,

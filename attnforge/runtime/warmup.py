@@ -13,6 +13,7 @@ then happens on the first call).
 """
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 
@@ -28,36 +29,42 @@ _SAMPLE = """attention sample(bias: f32[H, R], doc: i32[L]) {
 """
 
 
+def _parser() -> None:
+    from ..dsl.parser import lark_parser
+    lark_parser().parse(_SAMPLE)  # lark builds each lexer state's scanner on its first use
+
+
+def _sympy() -> None:  # sympy imports its simplifier's parts on first use (~0.1 s of a first score_mod)
+    import sympy as sp
+    x = sp.Symbol("x")
+    sp.simplify(30 * sp.tanh(x / 30) + sp.exp(x) * sp.log(x + 1) - sp.sqrt(x) ** 2)
+
+
+def _triton_key() -> None:
+    from triton.runtime.cache import triton_key
+    triton_key()
+
+
+def _triton_driver() -> None:
+    import triton
+    triton.runtime.driver.active.utils  # noqa: B018 - builds/loads the driver helpers
+
+
+def _gluon() -> None:
+    importlib.import_module("triton.experimental.gluon.nvidia.hopper")  # what specialization imports
+
+
 def _work() -> None:
-    # Each step is an optimisation only: where one fails (a Triton that moved a name, no driver),
-    # the first call does the same work on its own path and reports any real error there.
-    try:
-        from ..dsl.parser import lark_parser
-        lark_parser().parse(_SAMPLE)  # lark builds each lexer state's scanner on its first use
-    except Exception:  # noqa: BLE001
-        pass
-    try:  # sympy imports its simplifier's parts on first use (~0.1 s of a first score_mod)
-        import sympy as sp
-        x = sp.Symbol("x")
-        sp.simplify(30 * sp.tanh(x / 30) + sp.exp(x) * sp.log(x + 1) - sp.sqrt(x) ** 2)
-    except Exception:  # noqa: BLE001
-        pass
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        return
-    try:
-        from triton.runtime.cache import triton_key
-        triton_key()
-    except Exception:  # noqa: BLE001 - see above
-        pass
-    try:
-        import triton
-        triton.runtime.driver.active.utils  # noqa: B018 - builds/loads the driver helpers
-    except Exception:  # noqa: BLE001
-        pass
-    try:
-        import triton.experimental.gluon.nvidia.hopper  # noqa: F401 - what specialization imports
-    except Exception:  # noqa: BLE001
-        pass
+    steps = [_parser, _sympy]
+    if os.environ.get("TRITON_INTERPRET") != "1":  # the compiler's start-up, not the interpreter's
+        steps += [_triton_key, _triton_driver, _gluon]
+    for step in steps:
+        # each step is an optimisation only: where one fails (a Triton that moved a name, no
+        # driver), the first call does the same work on its own path and reports a real error there
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - see above
+            pass
 
 
 def start() -> None:
