@@ -1,0 +1,169 @@
+"""Prototype: a Hopper forward in Gluon (TMA ring + async wgmma, softmax of one tile overlapping the
+tensor cores' next QK^T and previous PV). Causal mask hard-coded; same arguments as attn_fwd."""
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma, warpgroup_mma_init,
+                                                              warpgroup_mma_wait)
+
+# Triton 3.6 names the TMA load async_copy_global_to_shared; later versions async_load
+_tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+# a barrier across the program's warps: Triton 3.6 names it thread_barrier, later versions barrier
+_cta_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
+LOG2E = gl.constexpr(1.4426950408889634)
+LN2 = gl.constexpr(0.6931471805599453)
+
+
+@gluon.jit
+def _step_start(KV_IND, FULL_IND, p_ind, j, n_part, PER: gl.constexpr, SPARSE_N: gl.constexpr,
+                BLOCK_N: gl.constexpr):
+    # the flat step j walks the partial tiles, then the full ones
+    if j < n_part:
+        jj = j
+        blk = gl.load(KV_IND + p_ind + jj // PER)
+    else:
+        jj = j - n_part
+        blk = gl.load(FULL_IND + p_ind + jj // PER)
+    return blk * SPARSE_N + (jj % PER) * BLOCK_N
+
+
+@gluon.jit
+def _issue(d_k, d_v, k_smem, v_smem, k_bar, v_bar, slot, start):
+    mbarrier.expect(k_bar.index(slot), d_k.block_type.nbytes)
+    _tma_load(d_k, [start, 0], k_bar.index(slot), k_smem.index(slot))
+    mbarrier.expect(v_bar.index(slot), d_v.block_type.nbytes)
+    _tma_load(d_v, [start, 0], v_bar.index(slot), v_smem.index(slot))
+
+
+@gluon.jit(do_not_specialize=["Lq", "Lk", "s_lb", "s_lh", "s_nb", "s_nh", "s_ib", "s_ih", "N_SPARSE"])
+def attn_fwd(Q, K, V, O, LSE,
+             s_qb, s_qh, s_qm, s_qd, s_kb, s_kh, s_kn, s_kd, s_vb, s_vh, s_vn, s_vd,
+             s_ob, s_oh, s_om, s_od, s_lb, s_lh,
+             Lq, Lk, H, sm_scale,
+             KV_NUM, KV_IND, FULL_NUM, FULL_IND, ORDER, s_nb, s_nh, s_ib, s_ih, N_SPARSE,
+             GROUP: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, BLOCK_M: gl.constexpr,
+             BLOCK_N: gl.constexpr, BLOCK_D: gl.constexpr, BLOCK_DV: gl.constexpr,
+             SPARSE_M: gl.constexpr, SPARSE_N: gl.constexpr, STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+             num_warps: gl.constexpr):
+    dt: gl.constexpr = Q.dtype.element_ty
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, BLOCK_DV, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+    col_s: gl.constexpr = gl.SliceLayout(0, s_layout)
+    q_sl: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, BLOCK_D], dt)
+    k_sl: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, BLOCK_D], dt)
+    v_sl: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, BLOCK_DV], dt)
+
+    i_m = gl.load(ORDER + gl.program_id(0))
+    i_bh = gl.program_id(1)
+    i_b = i_bh // H
+    i_h = i_bh % H
+    i_hkv = i_h // GROUP
+    p_q = Q + i_b.to(gl.int64) * s_qb + i_h.to(gl.int64) * s_qh
+    p_k = K + i_b.to(gl.int64) * s_kb + i_hkv.to(gl.int64) * s_kh
+    p_v = V + i_b.to(gl.int64) * s_vb + i_hkv.to(gl.int64) * s_vh
+    d_q = tma.make_tensor_descriptor(p_q, [Lq, D], [s_qm, 1], [BLOCK_M, BLOCK_D], q_sl)
+    d_k = tma.make_tensor_descriptor(p_k, [Lk, D], [s_kn, 1], [BLOCK_N, BLOCK_D], k_sl)
+    d_v = tma.make_tensor_descriptor(p_v, [Lk, DV], [s_vn, 1], [BLOCK_N, BLOCK_DV], v_sl)
+
+    q_smem = gl.allocate_shared_memory(dt, [BLOCK_M, BLOCK_D], q_sl)
+    k_smem = gl.allocate_shared_memory(dt, [STAGES, BLOCK_N, BLOCK_D], k_sl)
+    v_smem = gl.allocate_shared_memory(dt, [STAGES, BLOCK_N, BLOCK_DV], v_sl)
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    k_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar, count=1)
+    for s in gl.static_range(STAGES):
+        mbarrier.init(k_bar.index(s), count=1)
+        mbarrier.init(v_bar.index(s), count=1)
+    fence_async_shared()
+
+    PER: gl.constexpr = SPARSE_N // BLOCK_N
+    row = (i_m * BLOCK_M) // SPARSE_M
+    p_num = i_b * s_nb + i_h * s_nh + row
+    p_ind = i_b.to(gl.int64) * s_ib + i_h.to(gl.int64) * s_ih + row * N_SPARSE
+    n_part = gl.load(KV_NUM + p_num) * PER
+    n_total = n_part + gl.load(FULL_NUM + p_num) * PER
+
+    mbarrier.expect(q_bar, d_q.block_type.nbytes)
+    _tma_load(d_q, [i_m * BLOCK_M, 0], q_bar, q_smem)
+    for s in gl.static_range(STAGES - 1):
+        if s < n_total:
+            _issue(d_k, d_v, k_smem, v_smem, k_bar, v_bar, s,
+                   _step_start(KV_IND, FULL_IND, p_ind, s, n_part, PER, SPARSE_N, BLOCK_N))
+
+    o_m = i_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=row_s)
+    qk_scale = sm_scale * LOG2E
+    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=row_s)
+    l_i = gl.zeros([BLOCK_M], gl.float32, layout=row_s)
+    acc = gl.zeros([BLOCK_M, BLOCK_DV], gl.float32, layout=o_layout)
+    s_zero = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
+    acc = warpgroup_mma_init(acc)
+
+    mbarrier.wait(q_bar, 0)
+    # S of step 0
+    mbarrier.wait(k_bar.index(0), 0, pred=n_total > 0)
+    s_cur = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    s_cur = warpgroup_mma_wait(0, deps=[s_cur])
+    start = _step_start(KV_IND, FULL_IND, p_ind, 0, n_part, PER, SPARSE_N, BLOCK_N)
+    for j in range(n_total):
+        slot = j % STAGES
+        # QK^T of the next step runs on the tensor cores while this step's softmax runs
+        nxt = j + 1
+        has_next = nxt < n_total
+        n_slot = nxt % STAGES
+        mbarrier.wait(k_bar.index(n_slot), (nxt // STAGES) & 1, pred=has_next)
+        s_nxt = warpgroup_mma(q_smem, k_smem.index(n_slot).permute((1, 0)), s_zero, use_acc=False,
+                              is_async=True)
+        # softmax of this step
+        o_n = start + gl.arange(0, BLOCK_N, layout=col_s)
+        z2 = s_cur * qk_scale
+        if j < n_part:
+            if CAUSAL:
+                keep = (o_m[:, None] >= o_n[None, :]) & (o_n[None, :] < Lk)
+            else:
+                keep = (o_m[:, None] >= 0) & (o_n[None, :] < Lk)
+            z2 = gl.where(keep, z2, float("-inf"))
+        m_new = gl.maximum(m_i, gl.max(z2, 1))
+        m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
+        b_p = gl.exp2(z2 - m_safe[:, None])
+        alpha = gl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + gl.sum(b_p, 1)
+        m_i = m_new
+        p16 = gl.convert_layout(b_p.to(dt), p_layout)
+        # the previous PV has finished (groups complete in order; the next QK^T may still run):
+        # its slot is free for the step STAGES - 1 ahead
+        acc = warpgroup_mma_wait(1, deps=[acc])
+        ahead = j + STAGES - 1
+        if num_warps > 4:  # every warp group has finished reading the slot
+            _cta_barrier()
+        if ahead < n_total:
+            _issue(d_k, d_v, k_smem, v_smem, k_bar, v_bar, ahead % STAGES,
+                   _step_start(KV_IND, FULL_IND, p_ind, ahead, n_part, PER, SPARSE_N, BLOCK_N))
+        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+        mbarrier.wait(v_bar.index(slot), (j // STAGES) & 1)
+        acc = warpgroup_mma(p16, v_smem.index(slot), acc, is_async=True)
+        s_cur = warpgroup_mma_wait(1, deps=[s_nxt])
+        if has_next:
+            start = _step_start(KV_IND, FULL_IND, p_ind, nxt, n_part, PER, SPARSE_N, BLOCK_N)
+    acc = warpgroup_mma_wait(0, deps=[acc])
+    mbarrier.invalidate(q_bar)
+    for s in gl.static_range(STAGES):
+        mbarrier.invalidate(k_bar.index(s))
+        mbarrier.invalidate(v_bar.index(s))
+
+    row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+    l_o = gl.convert_layout(l_i, row_o)
+    l_safe = gl.where(l_o > 0, l_o, 1.0)
+    b_o = acc / l_safe[:, None]
+    o_mo = i_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=row_o)
+    o_dv = gl.arange(0, BLOCK_DV, layout=gl.SliceLayout(0, o_layout))
+    p_o = O + i_b.to(gl.int64) * s_ob + i_h.to(gl.int64) * s_oh
+    gl.store(p_o + o_mo[:, None] * s_om + o_dv[None, :] * s_od, b_o.to(O.dtype.element_ty),
+             mask=(o_mo[:, None] < Lq) & (o_dv[None, :] < DV))
+    l_safe_s = gl.where(l_i > 0, l_i, 1.0)
+    lse = gl.where(l_i > 0, (m_i + gl.log2(l_safe_s)) * LN2, float("-inf"))
+    gl.store(LSE + i_b * s_lb + i_h * s_lh + o_m, lse, mask=o_m < Lq)
