@@ -16,7 +16,7 @@ CAUSAL = attnforge.compile(mask_mod=lambda b, h, q, k: q >= k)
 FULL = attnforge.compile("attention full() { }")
 
 
-def gluon_fwd(variant, q, k, v, causal, bm_, bn, stages, nw):
+def gluon_fwd(variant, q, k, v, causal, bm_, bn, stages, nw, fn="attn_fwd", **opts):
     kern, named, bm = ops._prepare(variant._key, q, k, v, [])
     B, H, Lq, D = q.shape
     out = torch.empty_like(q)
@@ -26,7 +26,7 @@ def gluon_fwd(variant, q, k, v, causal, bm_, bn, stages, nw):
     consts = {n: c for n, c in call.constexprs.items() if n not in ("USE_TMA", "PRECISION", "DOT")}
     launch._ensure_allocator()
     grid = (triton.cdiv(Lq, bm_), B * H)
-    G.attn_fwd[grid](*call.args, **consts, STAGES=stages, CAUSAL=causal, num_warps=nw)
+    getattr(G, fn)[grid](*call.args, **consts, STAGES=stages, CAUSAL=causal, num_warps=nw, **opts)
     return out, lse
 
 
@@ -39,8 +39,11 @@ def check():
         v = torch.randn(B, H, Lk, D, device="cuda", dtype=torch.bfloat16)
         gold = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=causal)
         ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        for cfg in [(64, 64, 3, 4), (64, 128, 3, 4), (128, 64, 3, 8)]:
+        for cfg in [(64, 64, 3, 4), (128, 128, 3, 8), (64, 64, 3, 4, "attn_fwd_ws"), (128, 128, 3, 8, "attn_fwd_ws")]:
             out, lse = gluon_fwd(CAUSAL if causal else FULL, q, k, v, causal, *cfg)
+            glse = torch.logsumexp((q.float() @ k.float().transpose(-1, -2)) * D ** -0.5 + (
+                torch.triu(torch.full((Lq, Lk), float("-inf"), device="cuda"), 1) if causal else 0), -1)
+            print("  lse err", (lse - glse).abs().max().item())
             err = (out.float() - gold).abs().max().item()
             lim = 2 * (ref.float() - gold).abs().max().item() + 1e-3
             print(f"check {B},{H},{Lq},{Lk},{D} causal={causal} cfg={cfg}: err {err:.2e} lim {lim:.2e}",
@@ -48,7 +51,7 @@ def check():
 
 
 def bench():
-    for B, H, L, D in [(16, 16, 2048, 128), (4, 16, 8192, 128), (4, 16, 8192, 64)]:
+    for B, H, L, D in [(16, 16, 2048, 128), (4, 16, 8192, 128)]:
         q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
         for name, causal in (("causal", True), ("full", False)):
             variant = CAUSAL if causal else FULL
@@ -58,18 +61,26 @@ def bench():
             flex = torch.compile(flex_attention)
             res = {"flex": _time(lambda: flex(q, k, v, block_mask=blk), True),
                    "triton": _time(lambda: variant(q, k, v), True)}
-            for cfg in [(64, 64, 3, 4), (64, 128, 3, 4), (64, 64, 4, 4), (128, 64, 3, 8), (128, 128, 2, 8)]:
-                if D == 64 and cfg[1] == 128:
-                    continue
+            for cfg in [(64, 64, 3, 4), (128, 128, 3, 8), (128, 64, 3, 8), (64, 64, 3, 4, "attn_fwd_ws"),
+                        (128, 128, 3, 8, "attn_fwd_ws"), (128, 64, 3, 8, "attn_fwd_ws"), (64, 128, 3, 4, "attn_fwd_ws")]:
                 try:
                     res[str(cfg)] = _time(lambda: gluon_fwd(variant, q, k, v, causal, *cfg), True)
+                    print(f"  {name} {B},{H},{L},{D} {cfg}: {res[str(cfg)]:.3f} ms", flush=True)
                 except Exception as e:  # noqa: BLE001
-                    print("fail", cfg, type(e).__name__, str(e)[:200])
+                    print("fail", cfg, type(e).__name__, str(e)[:300], flush=True)
+            for cfg in [(64, 64, 3, 4, "attn_fwd_ws")]:
+                try:
+                    t = _time(lambda: gluon_fwd(variant, q, k, v, causal, *cfg, maxnreg=200), True)
+                    res[str(cfg) + "r200"] = t
+                    print(f"  {name} {B},{H},{L},{D} {cfg} maxnreg=200: {t:.3f} ms", flush=True)
+                except Exception as e:  # noqa: BLE001
+                    print("fail maxnreg", type(e).__name__, str(e)[:300], flush=True)
             line = "  ".join(f"{n}: {t:.3f} ms {flops / t / 1e9:.0f} TF/s ({res['flex'] / t:.2f}x)"
                              for n, t in res.items())
             print(f"{name} {B},{H},{L},{D}: {line}", flush=True)
 
 
 if __name__ == "__main__":
-    check()
+    if "--check" in sys.argv:
+        check()
     bench()
