@@ -39,8 +39,8 @@ def check():
         v = torch.randn(B, H, Lk, D, device="cuda", dtype=torch.bfloat16)
         gold = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=causal)
         ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        for cfg in [(64, 64, 3, 4), (128, 128, 3, 8), (64, 64, 3, 4, "attn_fwd_ws"), (128, 128, 3, 8, "attn_fwd_ws")]:
-            out, lse = gluon_fwd(CAUSAL if causal else FULL, q, k, v, causal, *cfg)
+        for cfg in [(128, 128, 3, 4, "attn_fwd_ws2"), (128, 64, 3, 4, "attn_fwd_ws2")]:
+            out, lse = gluon_fwd(CAUSAL if causal else FULL, q, k, v, causal, *cfg, CONSUMER_REGS=240)
             glse = torch.logsumexp((q.float() @ k.float().transpose(-1, -2)) * D ** -0.5 + (
                 torch.triu(torch.full((Lq, Lk), float("-inf"), device="cuda"), 1) if causal else 0), -1)
             print("  lse err", (lse - glse).abs().max().item())
@@ -61,20 +61,17 @@ def bench():
             flex = torch.compile(flex_attention)
             res = {"flex": _time(lambda: flex(q, k, v, block_mask=blk), True),
                    "triton": _time(lambda: variant(q, k, v), True)}
-            for cfg in [(64, 64, 3, 4), (128, 128, 3, 8), (128, 64, 3, 8), (64, 64, 3, 4, "attn_fwd_ws"),
-                        (128, 128, 3, 8, "attn_fwd_ws"), (128, 64, 3, 8, "attn_fwd_ws"), (64, 128, 3, 4, "attn_fwd_ws")]:
+            for cfg, opts in [((128, 128, 3, 8, "attn_fwd_ws"), {}),
+                              ((128, 128, 3, 4, "attn_fwd_ws2"), dict(CONSUMER_REGS=240)),
+                              ((128, 128, 3, 4, "attn_fwd_ws2"), dict(CONSUMER_REGS=232)),
+                              ((128, 64, 3, 4, "attn_fwd_ws2"), dict(CONSUMER_REGS=240)),
+                              ((128, 64, 4, 4, "attn_fwd_ws2"), dict(CONSUMER_REGS=240))]:
                 try:
-                    res[str(cfg)] = _time(lambda: gluon_fwd(variant, q, k, v, causal, *cfg), True)
-                    print(f"  {name} {B},{H},{L},{D} {cfg}: {res[str(cfg)]:.3f} ms", flush=True)
+                    t = _time(lambda: gluon_fwd(variant, q, k, v, causal, *cfg, **opts), True)
+                    res[str(cfg) + str(opts.get("CONSUMER_REGS", ""))] = t
+                    print(f"  {name} {B},{H},{L},{D} {cfg} {opts}: {t:.3f} ms", flush=True)
                 except Exception as e:  # noqa: BLE001
                     print("fail", cfg, type(e).__name__, str(e)[:300], flush=True)
-            for cfg in [(64, 64, 3, 4, "attn_fwd_ws")]:
-                try:
-                    t = _time(lambda: gluon_fwd(variant, q, k, v, causal, *cfg, maxnreg=200), True)
-                    res[str(cfg) + "r200"] = t
-                    print(f"  {name} {B},{H},{L},{D} {cfg} maxnreg=200: {t:.3f} ms", flush=True)
-                except Exception as e:  # noqa: BLE001
-                    print("fail maxnreg", type(e).__name__, str(e)[:300], flush=True)
             line = "  ".join(f"{n}: {t:.3f} ms {flops / t / 1e9:.0f} TF/s ({res['flex'] / t:.2f}x)"
                              for n, t in res.items())
             print(f"{name} {B},{H},{L},{D}: {line}", flush=True)
