@@ -269,8 +269,9 @@ def test_kernels_compile_for_sm90(names):
     import json
 
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    # fwd, dK/dV and dQ with and without TMA; preprocess; rel_bias's bwd_diag
-    assert len(rows) == 7 * len(names) + ("rel_bias" in names)
+    # fwd, dK/dV and dQ with and without TMA; the Gluon forward; preprocess; rel_bias's bwd_diag
+    assert len(rows) == 8 * len(names) + ("rel_bias" in names)
+    assert sorted(r["variant"] for r in rows if r["kind"] == "fwd_sm90") == sorted(names)
     for r in rows:
         print(f"sm_90 {r['variant']:15} {r['kind']:15} regs={r['registers']:3} "
               f"spill={r['spill_bytes']}B smem={r['shared_bytes']}B warps={r['num_warps']}")
@@ -282,6 +283,8 @@ def test_kernels_compile_for_sm90(names):
             assert r["spill_bytes"] == 0, r
         if r["kind"].startswith("fwd"):  # K and V tiles in several pipeline stages, not one buffer each
             assert r["shared_bytes"] > 2 * (2 * 64 * 128 * 2), r
+        if r["kind"] == "fwd_sm90":  # three stages of 128-key K and V tiles; 2 consumer groups + producer
+            assert r["shared_bytes"] > 3 * 2 * 128 * 128 * 2 and r["num_warps"] == 12, r
         # bf16 scores go through the SFU's tanh on the GPU (the interpreter runs the exact formula)
         if r["variant"] == "softcap" and r["kind"] != "bwd_preprocess":
             assert "tanh" in r["approx"], r

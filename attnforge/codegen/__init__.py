@@ -15,9 +15,12 @@ from ..passes.toeplitz import toeplitz_loads
 from .configs import SPARSE_BLOCK, TileConfig, tile_config
 from .render import Axis, loaded_params, render_block
 
-KINDS = ("fwd", "bwd_preprocess", "bwd_dkdv", "bwd_dq", "bwd_diag")
-TEMPLATE = {"fwd": "fwd.py.jinja", "bwd_preprocess": "bwd.py.jinja", "bwd_dkdv": "bwd.py.jinja",
-            "bwd_dq": "bwd.py.jinja", "bwd_diag": "diag.py.jinja"}
+KINDS = ("fwd", "fwd_sm90", "bwd_preprocess", "bwd_dkdv", "bwd_dq", "bwd_diag")
+TEMPLATE = {"fwd": "fwd.py.jinja", "fwd_sm90": "fwd_sm90.py.jinja", "bwd_preprocess": "bwd.py.jinja",
+            "bwd_dkdv": "bwd.py.jinja", "bwd_dq": "bwd.py.jinja", "bwd_diag": "diag.py.jinja"}
+# Triton names that Gluon (the sm_90 forward's dialect) lacks: a variant whose score or mask needs
+# one runs the Triton forward everywhere
+_NOT_IN_GLUON = ("gl.sigmoid", "gl.broadcast_to")
 # q rows x kv columns (fwd, dq) and the transposed orientation of the dK/dV kernel
 ROWS_Q = {"q_idx": Axis("o_m[:, None]", "m_m[:, None]"), "kv_idx": Axis("o_n[None, :]", "m_n[None, :]")}
 ROWS_KV = {"q_idx": Axis("o_m[None, :]", "m_m[None, :]"), "kv_idx": Axis("o_n[:, None]", "m_n[:, None]")}
@@ -82,8 +85,10 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
             code += f"\n{' ' * indent}z = tl.broadcast_to(z, qk.shape)"
         return code
 
+    score_gl, mask_gl = _gluon_blocks(prog)
     return {
         "name": prog.name, "ir_hash": ir_hash(prog),
+        "score_fwd_gl": score_gl, "mask_fwd_gl": mask_gl,
         "source_lines": print_program(source).rstrip("\n").splitlines(),
         "dtype": spec.dtype, "d": spec.d, "dv": spec.dv, "group": spec.group,
         "param_sig": sig, "param_args": sig,
@@ -101,6 +106,26 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
                         "code": block(grad.d_loads[i][1], "dl", ROWS_Q, 16)}
                        for i in toeplitz_loads(prog)],
     }
+
+
+def _gluon_blocks(prog: Program) -> tuple[str, str]:
+    """score_mod and mask_mod for the sm_90 forward: the Triton statements in Gluon, whose
+    elementwise ops carry Triton's names (indented for the template's loop)."""
+    score, mask = prog.as_flex()
+    gluon = [] if score == Var("score", "float") else [render_block(score, "z", ROWS_Q, SCALARS, indent=" " * 8)]
+    if not any(isinstance(n, Var) and n.name == "score" for n in walk(score)) and gluon:
+        gluon[0] += "\n" + " " * 8 + "z = z + gl.zeros_like(qk)"
+    score_gl = gluon[0].replace("tl.", "gl.") if gluon else ""
+    mask_gl = "" if mask is None else render_block(mask, "keep", ROWS_Q, SCALARS, indent=" " * 12).replace("tl.", "gl.")
+    return score_gl, mask_gl
+
+
+def sm90_forward(prog: Program, spec: Spec) -> bool:
+    """The Gluon forward (`fwd_sm90`) covers this variant and specialization: 16-bit inputs, head
+    dims padded to 128, and score and mask expressions Gluon can spell."""
+    if spec.dtype not in ("float16", "bfloat16") or spec.block_d != 128 or spec.block_dv != 128:
+        return False
+    return not any(n in code for code in _gluon_blocks(prog) for n in _NOT_IN_GLUON)
 
 
 def fast_math(spec: Spec, on_gpu: bool) -> bool:
@@ -124,5 +149,5 @@ def captured_params(prog: Program) -> list[str]:
     return loaded_params(score, *([mask] if mask is not None else []), grad.d_score)
 
 
-__all__ = ["KINDS", "Spec", "TileConfig", "SPARSE_BLOCK", "generate", "fast_math", "tile_config", "ir_hash",
+__all__ = ["KINDS", "Spec", "TileConfig", "SPARSE_BLOCK", "generate", "fast_math", "sm90_forward", "tile_config", "ir_hash",
            "template_hash", "captured_params"]

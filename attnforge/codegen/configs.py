@@ -15,6 +15,12 @@ class TileConfig:
     num_warps: int
     num_stages: int
     tma: bool = True   # tiles through tensor descriptors where the layout allows
+    sm90: bool = False  # the Gluon forward for Hopper (fwd_sm90.py.jinja) where it applies
+
+    @property
+    def label(self) -> str:
+        return (f"{self.block_m}x{self.block_n} w{self.num_warps} s{self.num_stages}"
+                f"{'' if self.tma else ' ptr'}{' sm90' if self.sm90 else ''}")
 
 
 def _configs(*rows: tuple) -> list[TileConfig]:
@@ -36,13 +42,21 @@ P = False  # a candidate's last field: load through pointers even where TMA coul
 # - dK/dV 64x64 w4 s2 (1.25 ms; next 32x64 w4 s3 1.41), dQ 64x64 w4 s2 (0.85 ms; next 128x64 w8 s3
 #   0.96).
 # Candidates: the few next best of those sweeps, with and without TMA.
+# The sm_90 Gluon forward: 128 query rows (two consumer warp groups of 64 and a producer warp; `num_warps`
+# counts the first group's), 128-key tiles, three TMA stages (224 KiB of shared memory). The consumers
+# take 232 registers each (setmaxnreg), the producer 24. On the H100 (B=4, H=16, L=8192, D=128, bf16),
+# same process: full 4.37 ms vs 5.12 for the Triton forward and 5.44 for flex, causal 2.39 vs 2.56 and
+# 2.90 (benchmarks/RESULTS.md, fifth session).
+SM90_FWD = TileConfig(128, 128, 4, 3, True, True)
+SM90_CONSUMER_REGS = 232
+
 CONFIGS = {
     "fwd": [
         (64, TileConfig(128, 64, 4, 3),
          _configs((128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 4, 3, P), (64, 64, 4, 3, P))),
         (128, TileConfig(64, 64, 4, 3, P),
          _configs((64, 64, 4, 3), (64, 64, 4, 2), (128, 128, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3, P),
-                  (128, 64, 8, 3, P))),
+                  (128, 64, 8, 3, P)) + [SM90_FWD]),
         (256, TileConfig(64, 32, 4, 2), _configs((64, 32, 4, 2), (64, 64, 4, 2), (64, 32, 4, 2, P))),
     ],
     "bwd_preprocess": [(256, TileConfig(64, 0, 4, 1), [])],

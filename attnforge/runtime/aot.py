@@ -15,6 +15,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from .. import codegen
 from ..codegen import Spec
 from ..dsl.trace import TORCH_DTYPES
 from .blocks import BlockMask, TileLists
@@ -84,6 +85,9 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
     Dv = Dv or D
     spec = Spec(DTYPES[dtype], D, Dv, group)
     kern = kernels_for(variant.lowered, variant.program, spec, torch.device("meta"))
+    # the sm_90 Gluon forward, where it covers the variant, besides the Triton one
+    kern.sm90 = codegen.sm90_forward(variant.lowered, spec)
+    kern.tma = True
     B, H, L = 2, 2 * group, 1024
 
     def meta(*shape, dt=dtype):
@@ -97,7 +101,9 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
                                  len(p.shape), dtype=PARAM_DTYPES[p.dtype], device="meta")
              for p in variant.lowered.params}
     named.update(tensors or {})
-    calls = [fwd_call(kern, q, k, v, out, lse, named, 0.125, bm)]
+    calls = [fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, tile_config("fwd", spec.block_d))]
+    if kern.sm90:
+        calls.append(fwd_call(kern, q, k, v, out, lse, named, 0.125, bm))
     buffers = BwdBuffers(do, lse, q, k, v, out, lse, lse, lse, q, k, v)
     calls += bwd_calls(kern, buffers, named, 0.125, bm)
     for i in kern.diag_loads:  # learnable reads indexed by q_idx - kv_idx
@@ -112,8 +118,12 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
         for tma in ((False, True) if "USE_TMA" in consts else (None,)):
             if tma is not None:
                 consts["USE_TMA"] = tma
-            compiled = triton.compile(ASTSource(fn, sig, dict(consts), attrs), target=TARGET,
-                                      options=call.options)
+            if call.kind == "fwd_sm90":
+                from triton.experimental.gluon._runtime import GluonASTSource as Source
+            else:
+                Source = ASTSource
+            source = Source(fn, sig, dict(consts), attrs)
+            compiled = triton.compile(source, target=TARGET, options=call.options)
             stats = _cubin_stats(compiled.asm["cubin"])
             # special-function-unit instructions of fast math (e.g. tanh.approx.f32)
             approx = sorted(set(re.findall(r"\b(\w+)\.approx(?:\.ftz)?\.f32", compiled.asm["ptx"])))

@@ -60,7 +60,7 @@ def _save(key: str, cfg: TileConfig) -> None:
         except (OSError, ValueError):
             table = {}
         table.update(_table())
-        table[key] = [cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages, cfg.tma]
+        table[key] = [cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages, cfg.tma, cfg.sm90]
         _write_atomic(_path(), json.dumps(table, indent=1, sort_keys=True))
         _TABLE = table
 
@@ -97,8 +97,7 @@ def config_for(kernels, kind: str, length: int, make_call: Callable, launch: Cal
             continue
         times[cfg] = triton.testing.do_bench(lambda: launch(kernels, call, fallback=False),
                                              warmup=5, rep=25, return_mode="median")
-    TIMINGS[key] = {f"{c.block_m}x{c.block_n} w{c.num_warps} s{c.num_stages}{'' if c.tma else ' ptr'}": t
-                    for c, t in times.items()}
+    TIMINGS[key] = {c.label: t for c, t in times.items()}
     if not times:
         return None
     best = min(times, key=times.get)

@@ -3,6 +3,7 @@ in `param_grads.py`). CPU tensors run under Triton's interpreter."""
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ import triton.language as tl
 
 from .. import codegen
 from ..codegen import SPARSE_BLOCK, Spec, TileConfig, tile_config
+from ..codegen.configs import SM90_CONSUMER_REGS, SM90_FWD
 from ..ir.program import Program
 from ..passes.toeplitz import reads_batch, toeplitz_loads
 from . import autotune, warmup
@@ -36,6 +38,7 @@ class Kernels:
     diag_by_batch: frozenset  # those of them whose index also reads b
     params: list[str]         # captured tensors the kernels read, in argument order
     rule_params: list[str]    # captured tensors the block rules read
+    sm90: bool = False        # the Gluon forward runs here (Hopper, and a variant it covers)
     ahead: list | None = None  # compiles of the backward's kernels started by the first forward
 
 
@@ -75,7 +78,18 @@ def kernels_for(prog: Program, source: Program, spec: Spec, device: torch.device
     loads = prog.grads[0].d_loads
     return Kernels(prog, source, spec, base, modules, tma, diag,
                    frozenset(i for i in diag if reads_batch(loads[i][0])), codegen.captured_params(prog),
-                   rule_params(prog))
+                   rule_params(prog), _hopper(device) and codegen.sm90_forward(prog, spec))
+
+
+def _hopper(device: torch.device) -> bool:
+    """An sm_90 GPU, and a Triton with Gluon's Hopper ops (3.6 and later)."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
+        return False
+    try:
+        import triton.experimental.gluon.language.nvidia.hopper  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _meta_args(lists: TileLists) -> list:
@@ -146,14 +160,23 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
              cfg: TileConfig | None = None) -> Call:
     B, H, Lq, D = q.shape
     Lk, DV = k_.shape[2], v.shape[3]
-    cfg = cfg or tile_config("fwd", k.spec.block_d)
+    sm90 = k.sm90 and (cfg is None or cfg.sm90) and _tma_ok(k, q, k_, v)
+    if sm90:
+        cfg = SM90_FWD
+    elif cfg is None or cfg.sm90:
+        cfg = tile_config("fwd", k.spec.block_d)
     args = [q, k_, v, out, lse, *q.stride(), *k_.stride(), *v.stride(), *out.stride(),
             lse.stride(0), lse.stride(1), Lq, Lk, H, scale,
             bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, bm.order("q", cfg.block_m),
             *_meta_args(bm.kv), *param_args(k, tensors)]
     consts = dict(GROUP=k.spec.group, D=D, DV=DV, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                   BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m,
-                  SPARSE_N=bm.block_n, USE_TMA=cfg.tma and _tma_ok(k, k_, v), **precision(q.dtype))
+                  SPARSE_N=bm.block_n)
+    if sm90:
+        return Call("fwd_sm90", "attn_fwd", (Lq, B * H, cfg.block_m), args,
+                    dict(consts, STAGES=cfg.num_stages, CONSUMER_REGS=SM90_CONSUMER_REGS),
+                    {"num_warps": cfg.num_warps})
+    consts.update(USE_TMA=cfg.tma and _tma_ok(k, k_, v), **precision(q.dtype))
     return Call("fwd", "attn_fwd", (Lq, B * H, cfg.block_m), args, consts, _options(cfg))
 
 
@@ -244,7 +267,7 @@ def launch(k: Kernels, call: Call, fallback: bool = True) -> None:
     if interpreting():
         fn(*call.args, **call.constexprs)
         return
-    if call.constexprs.get("USE_TMA"):
+    if call.constexprs.get("USE_TMA") or call.kind == "fwd_sm90":
         _ensure_allocator()
     if not fallback:
         fn(*call.args, **call.constexprs, **call.options)
@@ -261,7 +284,7 @@ def launch(k: Kernels, call: Call, fallback: bool = True) -> None:
             return
         except triton.runtime.errors.OutOfResources:
             inner = INNER.get(call.kind)
-            if opts["num_stages"] > 1:
+            if opts.get("num_stages", 1) > 1:
                 opts = {**opts, "num_stages": opts["num_stages"] - 1}
             elif inner and consts[inner] > 16:
                 consts = {**consts, inner: consts[inner] // 2}
@@ -282,7 +305,17 @@ def forward(k: Kernels, q, k_, v, tensors: dict, scale: float, bm: BlockMask, gr
         compile_backward_ahead(k, q, k_, v, out, lse, tensors, scale, bm)
     cfg = autotune.config_for(k, "fwd", Lq, lambda c: fwd_call(k, q, k_, v, out, lse, tensors, scale, bm, c),
                               launch)
-    launch(k, fwd_call(k, q, k_, v, out, lse, tensors, scale, bm, cfg))
+    call = fwd_call(k, q, k_, v, out, lse, tensors, scale, bm, cfg)
+    try:
+        launch(k, call)
+    except (triton.compiler.errors.CompilationError, triton.runtime.errors.OutOfResources) as err:
+        if call.kind != "fwd_sm90":
+            raise
+        # a score or mask the Gluon forward cannot compile: the Triton forward from now on
+        warnings.warn(f"attnforge: variant `{k.prog.name}`: the sm_90 forward did not compile "
+                      f"({type(err).__name__}); using the Triton forward", RuntimeWarning, stacklevel=2)
+        k.sm90 = False
+        launch(k, fwd_call(k, q, k_, v, out, lse, tensors, scale, bm, cfg))
     if ahead and k.ahead is None:
         compile_backward_ahead(k, q, k_, v, out, lse, tensors, scale, bm)
     return out, lse
