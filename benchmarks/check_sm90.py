@@ -19,10 +19,11 @@ def main():
             q = torch.randn(B, Hq, Lq, D, device="cuda", dtype=torch.bfloat16)
             k = torch.randn(B, Hk, Lk, D, device="cuda", dtype=torch.bfloat16)
             vv = torch.randn(B, Hk, Lk, D, device="cuda", dtype=torch.bfloat16)
-            tensors = {p.name: (torch.randn(*[s if isinstance(s, int) else 2 * max(Lq, Lk) for s in p.shape],
-                                            device="cuda") * 0.1 if p.dtype == "float" else
-                                torch.randint(0, 3, [s if isinstance(s, int) else max(Lq, Lk) for s in p.shape],
-                                              device="cuda").sort().values)
+            def dims(shape):
+                return [s if isinstance(s, int) else Hq if s == "H" else 2 * max(Lq, Lk) for s in shape]
+
+            tensors = {p.name: torch.randn(*dims(p.shape), device="cuda") * 0.1 if p.dtype.startswith("f")
+                       else torch.randint(0, 3, dims(p.shape), device="cuda").sort().values.to(torch.int32)
                        for p in v.lowered.params}
             try:
                 out, lse = v(q, k, vv, return_lse=True, enable_gqa=Hq != Hk, **tensors)
