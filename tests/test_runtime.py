@@ -181,7 +181,9 @@ def test_cli_inspect_triton_and_blocks():
     run = [sys.executable, "-m", "attnforge.cli", "inspect", str(EXAMPLES / "alibi.attn")]
     out = subprocess.run(run + ["--stage", "triton"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("# attnforge generated kernel:") == 5 and "def attn_fwd(" in out.stdout
+    # fwd, the sm_90 Gluon fwd, bwd preprocess, dK/dV, dQ, bwd_diag
+    assert out.stdout.count("# attnforge generated kernel:") == 6 and "def attn_fwd(" in out.stdout
+    assert "# attnforge generated kernel: fwd (Hopper, Gluon)" in out.stdout
     out = subprocess.run(run + ["--stage", "blocks", "--length", "512"], capture_output=True,
                          text=True, timeout=120)
     assert "block rule `mask`" in out.stdout and "|.   |" in out.stdout
