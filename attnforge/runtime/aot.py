@@ -20,7 +20,7 @@ from ..codegen import Spec
 from ..dsl.trace import TORCH_DTYPES
 from .blocks import BlockMask, TileLists
 from .launch import DTYPES, BwdBuffers, Call, bwd_calls, fwd_call, kernels_for
-from ..codegen.configs import tile_config
+from ..codegen.configs import SM90_FWD, tile_config
 from .param_grads import diag_call
 
 TARGET = GPUTarget("cuda", 90, 32)
@@ -103,7 +103,7 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
     named.update(tensors or {})
     calls = [fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, tile_config("fwd", spec.block_d))]
     if kern.sm90:
-        calls.append(fwd_call(kern, q, k, v, out, lse, named, 0.125, bm))
+        calls.append(fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, SM90_FWD))
     buffers = BwdBuffers(do, lse, q, k, v, out, lse, lse, lse, q, k, v)
     calls += bwd_calls(kern, buffers, named, 0.125, bm)
     for i in kern.diag_loads:  # learnable reads indexed by q_idx - kv_idx
