@@ -110,13 +110,13 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
 
 def _gluon_blocks(prog: Program) -> tuple[str, str]:
     """score_mod and mask_mod for the sm_90 forward: the Triton statements in Gluon, whose
-    elementwise ops carry Triton's names (indented for the template's loop)."""
+    elementwise ops carry Triton's names (indented for the template's softmax step)."""
     score, mask = prog.as_flex()
-    gluon = [] if score == Var("score", "float") else [render_block(score, "z", ROWS_Q, SCALARS, indent=" " * 8)]
+    gluon = [] if score == Var("score", "float") else [render_block(score, "z", ROWS_Q, SCALARS, indent=" " * 4)]
     if not any(isinstance(n, Var) and n.name == "score" for n in walk(score)) and gluon:
-        gluon[0] += "\n" + " " * 8 + "z = z + gl.zeros_like(qk)"
+        gluon[0] += "\n" + " " * 4 + "z = z + gl.zeros_like(qk)"
     score_gl = gluon[0].replace("tl.", "gl.") if gluon else ""
-    mask_gl = "" if mask is None else render_block(mask, "keep", ROWS_Q, SCALARS, indent=" " * 12).replace("tl.", "gl.")
+    mask_gl = "" if mask is None else render_block(mask, "keep", ROWS_Q, SCALARS, indent=" " * 8).replace("tl.", "gl.")
     return score_gl, mask_gl
 
 

@@ -49,6 +49,7 @@ P = False  # a candidate's last field: load through pointers even where TMA coul
 # causal 2.34 vs 2.53 and 2.63 (benchmarks/RESULTS.md, fifth session).
 SM90_FWD = TileConfig(128, 128, 4, 3, True, True)
 SM90_CONSUMER_REGS = 232
+SM90_PINGPONG = True  # the two consumer groups take turns issuing their products
 # Untuned, it runs where keys number at least this many. At L=2048 (B=16, H=16) the Triton forward's
 # tuned configs won by 2-8% on most cases (full 1.187 ms vs 1.27); at L=8192 the Gluon forward won
 # full, causal and GQA by 8-12% (the autotuner chose it); short programs (document masks, sliding

@@ -80,8 +80,9 @@ def _meta_lists(rows: int, cols: int) -> TileLists:
 
 
 def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None = None,
-                   group: int = 1, tensors: dict | None = None) -> list[dict]:
-    """Compile fwd, bwd_preprocess, bwd_dkdv and bwd_dq for sm_90; one dict of figures per kernel."""
+                   group: int = 1, tensors: dict | None = None, kinds=None) -> list[dict]:
+    """Compile fwd (and fwd_sm90 where it applies), bwd_preprocess, bwd_dkdv and bwd_dq (and
+    bwd_diag) for sm_90, or only `kinds`; one dict of figures per kernel."""
     Dv = Dv or D
     spec = Spec(DTYPES[dtype], D, Dv, group)
     kern = kernels_for(variant.lowered, variant.program, spec, torch.device("meta"))
@@ -112,6 +113,8 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
         calls.append(diag_call(kern, i, buffers, named, 0.125, bm, meta(1, 1, n, n, dt=torch.int8), part, 1, cfg))
     report = []
     for call in calls:
+        if kinds is not None and call.kind not in kinds:
+            continue
         fn = getattr(kern.modules[call.kind], call.fn_name)
         sig, consts, attrs = _signature(fn, call)
         # kernels that walk tiles compile twice: tiles through TMA descriptors, and through pointers

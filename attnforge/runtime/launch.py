@@ -13,7 +13,7 @@ import triton.language as tl
 
 from .. import codegen
 from ..codegen import SPARSE_BLOCK, Spec, TileConfig, tile_config
-from ..codegen.configs import SM90_CONSUMER_REGS, SM90_FWD, SM90_MIN_KEYS
+from ..codegen.configs import SM90_CONSUMER_REGS, SM90_FWD, SM90_MIN_KEYS, SM90_PINGPONG
 from ..ir.program import Program
 from ..passes.toeplitz import reads_batch, toeplitz_loads
 from . import autotune, warmup
@@ -164,7 +164,7 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
     # times it against the Triton configs at every length
     sm90 = k.sm90 and (cfg.sm90 if cfg is not None else Lk >= SM90_MIN_KEYS) and _tma_ok(k, q, k_, v)
     if sm90:
-        cfg = SM90_FWD
+        cfg = cfg or SM90_FWD
     elif cfg is None or cfg.sm90:
         cfg = tile_config("fwd", k.spec.block_d)
     args = [q, k_, v, out, lse, *q.stride(), *k_.stride(), *v.stride(), *out.stride(),
@@ -176,7 +176,7 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
                   SPARSE_N=bm.block_n)
     if sm90:
         return Call("fwd_sm90", "attn_fwd", (Lq, B * H, cfg.block_m), args,
-                    dict(consts, STAGES=cfg.num_stages, CONSUMER_REGS=SM90_CONSUMER_REGS),
+                    dict(consts, STAGES=cfg.num_stages, CONSUMER_REGS=SM90_CONSUMER_REGS, PINGPONG=SM90_PINGPONG),
                     {"num_warps": cfg.num_warps})
     consts.update(USE_TMA=cfg.tma and _tma_ok(k, k_, v), **precision(q.dtype))
     return Call("fwd", "attn_fwd", (Lq, B * H, cfg.block_m), args, consts, _options(cfg))
