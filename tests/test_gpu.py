@@ -169,17 +169,17 @@ def test_first_forward_compiles_the_backward_ahead():
 
 @pytest.mark.parametrize("name", ["causal", "softcap", "document"])
 def test_sm90_forward_runs_and_matches_the_reference(name, monkeypatch):
-    """On Hopper, bf16 at head dim 128 and at least SM90_MIN_KEYS keys runs the Gluon forward
-    (fwd_sm90); an odd length, GQA and the LSE against the float64 reference with flex's rule."""
+    """On Hopper, bf16 at head dim 128 runs the Gluon forward (fwd_sm90); an odd length, GQA and
+    the LSE against the float64 reference with flex's rule."""
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("needs an sm_90 GPU")
     from attnforge.runtime import launch
 
     v = attnforge.compile(str(EXAMPLES / f"{name}.attn"))
     torch.manual_seed(0)
-    L = 4100
-    q = torch.randn(1, 4, L, 128, device="cuda", dtype=torch.bfloat16)
-    k, vv = (torch.randn(1, 2, L, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    L = 1100
+    q = torch.randn(2, 4, L, 128, device="cuda", dtype=torch.bfloat16)
+    k, vv = (torch.randn(2, 2, L, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     tensors = {"document_id": torch.arange(L, device="cuda", dtype=torch.int32) // 300} if name == "document" else {}
     ran, real_launch = [], launch.launch
     monkeypatch.setattr(launch, "launch", lambda kern, call, **kw: (ran.append(call.kind), real_launch(kern, call, **kw)))

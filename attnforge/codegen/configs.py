@@ -43,18 +43,15 @@ P = False  # a candidate's last field: load through pointers even where TMA coul
 #   0.96).
 # Candidates: the few next best of those sweeps, with and without TMA.
 # The sm_90 Gluon forward: 128 query rows (two consumer warp groups of 64 and a producer warp; `num_warps`
-# counts the first group's), 128-key tiles, three TMA stages (224 KiB of shared memory). The consumers
-# take 232 registers each (setmaxnreg), the producer 24. On the H100 (B=4, H=16, L=8192, D=128, bf16),
-# same process: full 4.28 ms vs 4.81 for the tuned Triton forward (third session) and 4.52 for flex,
-# causal 2.34 vs 2.53 and 2.63 (benchmarks/RESULTS.md, fifth session).
+# counts the first group's), 128-key tiles, three TMA stages (224 KiB of shared memory), the consumer
+# groups taking turns to issue their products (ping-pong) with 240 registers each (setmaxnreg), the
+# producer 24. On the H100 (bf16, same process; benchmarks/sm90_options.py, RESULTS.md fifth session):
+# B=4 H=16 L=8192 D=128 full 3.58 ms vs 5.04 for the Triton forward and 4.45 for flex, causal 2.08
+# vs 2.52 and 2.64; B=16 H=16 L=2048 full 1.14 vs 1.37 and 1.50, causal 0.74 vs 0.79 and 0.91.
+# Two stages: 8-13% slower; without ping-pong or at 232 registers: within 3%, either way.
 SM90_FWD = TileConfig(128, 128, 4, 3, True, True)
-SM90_CONSUMER_REGS = 232
+SM90_CONSUMER_REGS = 240
 SM90_PINGPONG = True  # the two consumer groups take turns issuing their products
-# Untuned, it runs where keys number at least this many. At L=2048 (B=16, H=16) the Triton forward's
-# tuned configs won by 2-8% on most cases (full 1.187 ms vs 1.27); at L=8192 the Gluon forward won
-# full, causal and GQA by 8-12% (the autotuner chose it); short programs (document masks, sliding
-# windows) stay with Triton's 64-row tiles, two programs per SM.
-SM90_MIN_KEYS = 4096
 
 CONFIGS = {
     "fwd": [

@@ -13,7 +13,7 @@ import triton.language as tl
 
 from .. import codegen
 from ..codegen import SPARSE_BLOCK, Spec, TileConfig, tile_config
-from ..codegen.configs import SM90_CONSUMER_REGS, SM90_FWD, SM90_MIN_KEYS, SM90_PINGPONG
+from ..codegen.configs import SM90_CONSUMER_REGS, SM90_FWD, SM90_PINGPONG
 from ..ir.program import Program
 from ..passes.toeplitz import reads_batch, toeplitz_loads
 from . import autotune, warmup
@@ -160,9 +160,8 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
              cfg: TileConfig | None = None) -> Call:
     B, H, Lq, D = q.shape
     Lk, DV = k_.shape[2], v.shape[3]
-    # untuned, the Gluon forward runs on long programs (where it measured faster); the autotuner
-    # times it against the Triton configs at every length
-    sm90 = k.sm90 and (cfg.sm90 if cfg is not None else Lk >= SM90_MIN_KEYS) and _tma_ok(k, q, k_, v)
+    # the Gluon forward wherever it applies, unless the autotuner chose a Triton config
+    sm90 = k.sm90 and (cfg is None or cfg.sm90) and _tma_ok(k, q, k_, v)
     if sm90:
         cfg = cfg or SM90_FWD
     elif cfg is None or cfg.sm90:
