@@ -13,7 +13,8 @@ import attnforge
 from conftest import EXAMPLES
 
 GOLDEN = Path(__file__).parent / "golden"
-CASES = [("alibi", "fwd"), ("softcap", "bwd_dq"), ("document", "bwd_dkdv"), ("rel_bias", "bwd_diag")]
+CASES = [("alibi", "fwd"), ("document", "fwd_sm90"), ("softcap", "bwd_dq"), ("document", "bwd_dkdv"),
+         ("rel_bias", "bwd_diag")]
 
 
 @pytest.mark.parametrize("name,kind", CASES, ids=[f"{n}-{k}" for n, k in CASES])

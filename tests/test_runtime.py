@@ -177,6 +177,20 @@ def test_kernel_source_shows_fast_math_where_it_runs(dtype, device, fast):
     assert f"FAST_MATH = tl.constexpr({fast})" in v.kernel_source("fwd", dtype=dtype, device=device)
 
 
+@pytest.mark.parametrize("source,dtype,d,expected", [
+    ("attention c() { mask = q_idx >= kv_idx }", "bfloat16", 128, True),
+    ("attention c() { mask = q_idx >= kv_idx }", "float16", 72, True),      # padded to 128 (TMA zero-fills)
+    ("attention c() { mask = q_idx >= kv_idx }", "bfloat16", 64, False),
+    ("attention c() { mask = q_idx >= kv_idx }", "float32", 128, False),
+    ("attention s() { score = sigmoid(score) }", "bfloat16", 128, False),  # Gluon has no sigmoid
+    ("attention r() { score = float(q_idx - kv_idx) }", "bfloat16", 128, True),
+])
+def test_which_variants_the_sm90_forward_covers(source, dtype, d, expected):
+    from attnforge.codegen import Spec, sm90_forward
+
+    assert sm90_forward(attnforge.compile(source).lowered, Spec(dtype, d, d, 1)) is expected
+
+
 def test_cli_inspect_triton_and_blocks():
     run = [sys.executable, "-m", "attnforge.cli", "inspect", str(EXAMPLES / "alibi.attn")]
     out = subprocess.run(run + ["--stage", "triton"], capture_output=True, text=True, timeout=120)

@@ -20,7 +20,7 @@ TEMPLATE = {"fwd": "fwd.py.jinja", "fwd_sm90": "fwd_sm90.py.jinja", "bwd_preproc
             "bwd_dkdv": "bwd.py.jinja", "bwd_dq": "bwd.py.jinja", "bwd_diag": "diag.py.jinja"}
 # Triton names that Gluon (the sm_90 forward's dialect) lacks: a variant whose score or mask needs
 # one runs the Triton forward everywhere
-_NOT_IN_GLUON = ("gl.sigmoid", "gl.broadcast_to")
+_NOT_IN_GLUON = ("gl.sigmoid",)
 # q rows x kv columns (fwd, dq) and the transposed orientation of the dK/dV kernel
 ROWS_Q = {"q_idx": Axis("o_m[:, None]", "m_m[:, None]"), "kv_idx": Axis("o_n[None, :]", "m_n[None, :]")}
 ROWS_KV = {"q_idx": Axis("o_m[None, :]", "m_m[None, :]"), "kv_idx": Axis("o_n[:, None]", "m_n[:, None]")}
@@ -112,12 +112,14 @@ def _gluon_blocks(prog: Program) -> tuple[str, str]:
     """score_mod and mask_mod for the sm_90 forward: the Triton statements in Gluon, whose
     elementwise ops carry Triton's names (indented for the template's softmax step)."""
     score, mask = prog.as_flex()
-    gluon = [] if score == Var("score", "float") else [render_block(score, "z", ROWS_Q, SCALARS, indent=" " * 4)]
-    if not any(isinstance(n, Var) and n.name == "score" for n in walk(score)) and gluon:
-        gluon[0] += "\n" + " " * 4 + "z = z + gl.zeros_like(qk)"
-    score_gl = gluon[0].replace("tl.", "gl.") if gluon else ""
-    mask_gl = "" if mask is None else render_block(mask, "keep", ROWS_Q, SCALARS, indent=" " * 8).replace("tl.", "gl.")
-    return score_gl, mask_gl
+    score_gl = mask_gl = ""
+    if score != Var("score", "float"):
+        score_gl = render_block(score, "z", ROWS_Q, SCALARS, indent=" " * 4)
+        if not any(isinstance(n, Var) and n.name == "score" for n in walk(score)):
+            score_gl += "\n    z = z + tl.zeros_like(qk)"  # a score that ignores `score` takes its shape
+    if mask is not None:
+        mask_gl = render_block(mask, "keep", ROWS_Q, SCALARS, indent=" " * 8)
+    return score_gl.replace("tl.", "gl."), mask_gl.replace("tl.", "gl.")
 
 
 def sm90_forward(prog: Program, spec: Spec) -> bool:
