@@ -31,6 +31,9 @@ def run(variant, q, k, v, cfg: TileConfig):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", action="append", default=None, help="B,H,L,D (repeatable)")
+    ap.add_argument("--pingpong", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--stages", type=int, nargs="+", default=[2, 3])
+    ap.add_argument("--regs", type=int, nargs="+", default=[232, 240])
     args = ap.parse_args()
     for shape in args.shape or ["4,16,8192,128"]:
         B, H, L, D = map(int, shape.split(","))
@@ -42,9 +45,9 @@ def main():
             flex = torch.compile(flex_attention)
             gold = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=mask is not None)
             res = {"flex": _time(lambda: flex(q, k, v, block_mask=blk), True),
-                   "triton": _time(lambda: run(variant, q, k, v, tile_config("fwd", 128)), True)}
-            for pp, stages, regs in itertools.product((False, True), (2, 3), (232, 240)):
-                launch.SM90_PINGPONG, launch.SM90_CONSUMER_REGS = pp, regs
+                   "triton": _time(lambda: run(variant, q, k, v, tile_config("fwd", D)), True)}
+            for pp, stages, regs in itertools.product(args.pingpong, args.stages, args.regs):
+                launch.SM90_PINGPONG, launch.SM90_CONSUMER_REGS = bool(pp), regs
                 cfg = TileConfig(SM90_FWD.block_m, SM90_FWD.block_n, SM90_FWD.num_warps, stages, True, True)
                 err = (run(variant, q, k, v, cfg).float() - gold.float()).abs().max().item()
                 label = f"pingpong={int(pp)} s{stages} r{regs}"
