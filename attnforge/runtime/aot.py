@@ -46,7 +46,10 @@ def _signature(fn, call: Call) -> tuple[dict, dict, dict]:
         if isinstance(a, torch.Tensor) or (specialize and not isinstance(a, bool) and isinstance(a, int)
                                            and a % 16 == 0):
             attrs[(fn.arg_names.index(name),)] = [["tt.divisibility", 16]]
-        if isinstance(a, torch.Tensor):
+        if hasattr(a, "block_shape"):  # a Gluon TMA descriptor
+            sig[name] = (f"tensordesc<{TORCH_TO_TRITON[a.base.dtype]}[{','.join(map(str, a.block_shape))}],"
+                         f"{a.layout!r}>")
+        elif isinstance(a, torch.Tensor):
             sig[name] = "*" + TORCH_TO_TRITON[a.dtype]
         elif isinstance(a, bool):
             sig[name] = "i1"
