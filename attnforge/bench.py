@@ -168,15 +168,17 @@ def run_case(case: Case, B: int, H: int, L: int, D: int, quick: bool) -> list[di
         except Exception as err:  # noqa: BLE001 - an implementation that cannot run this case
             print(f"  {case.name} {name}: {type(err).__name__}: {str(err)[:100]}")
             continue
-        tuned = {}
+        tuned, candidates = {}, {}
         if name == "attnforge":  # what the autotuner measured and chose for this case's kernels
             for key in sorted(set(autotune.TIMINGS) - tuned_before):
                 times = autotune.TIMINGS[key]
                 best = best_config(times)
                 tuned[key.split("|")[1]] = [best, round(times[best], 4)]
+                candidates[key.split("|")[1]] = {c: round(t, 4) for c, t in times.items()}
                 print(f"  tuned {case.name} {key.split('|')[1]}: {best} ({times[best]:.3f} ms; "
                       f"{len(times)} candidates)")
-        rows.append({"case": case.name, "shape": (B, hq, L, D), "impl": name, "tuned": tuned, "fwd_ms": t_f,
+        rows.append({"case": case.name, "shape": (B, hq, L, D), "impl": name, "tuned": tuned,
+                     "tuned_candidates": candidates, "fwd_ms": t_f,
                      "bwd_ms": t_b, "fwd_tflops": flops / t_f / 1e9,
                      "bwd_tflops": 2.5 * flops / t_b / 1e9, "first_call_s": first, "peak_extra_mib": mem})
     return rows
