@@ -81,7 +81,7 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
 
     def block(e, target, axes, indent=4):
         code = render_block(e, target, axes, SCALARS, indent=" " * indent)
-        if target == "z" and not any(isinstance(n, Var) and n.name == "score" for n in walk(e)):
+        if target == "z" and _ignores_score(e):
             code += f"\n{' ' * indent}z = tl.broadcast_to(z, qk.shape)"
         return code
 
@@ -108,6 +108,11 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
     }
 
 
+def _ignores_score(score) -> bool:
+    """A score_mod that never reads `score` (its value lacks the tile's shape: the kernels broadcast it)."""
+    return not any(isinstance(n, Var) and n.name == "score" for n in walk(score))
+
+
 def _gluon_blocks(prog: Program) -> tuple[str, str]:
     """score_mod and mask_mod for the sm_90 forward: the Triton statements in Gluon, whose
     elementwise ops carry Triton's names (indented for the template's softmax step)."""
@@ -115,8 +120,8 @@ def _gluon_blocks(prog: Program) -> tuple[str, str]:
     score_gl = mask_gl = ""
     if score != Var("score", "float"):
         score_gl = render_block(score, "z", ROWS_Q, SCALARS, indent=" " * 4)
-        if not any(isinstance(n, Var) and n.name == "score" for n in walk(score)):
-            score_gl += "\n    z = z + tl.zeros_like(qk)"  # a score that ignores `score` takes its shape
+        if _ignores_score(score):  # Gluon has no broadcast_to
+            score_gl += "\n    z = z + tl.zeros_like(qk)"
     if mask is not None:
         mask_gl = render_block(mask, "keep", ROWS_Q, SCALARS, indent=" " * 8)
     return score_gl.replace("tl.", "gl."), mask_gl.replace("tl.", "gl.")
