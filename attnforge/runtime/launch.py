@@ -292,7 +292,7 @@ def launch(k: Kernels, call: Call, fallback: bool = True) -> None:
     if interpreting():
         fn(*call.args, **call.constexprs)
         return
-    if call.constexprs.get("USE_TMA") or call.kind == "fwd_sm90":
+    if call.constexprs.get("USE_TMA"):  # in-kernel descriptors (fwd_sm90's come from the host)
         _ensure_allocator()
     if not fallback:
         fn(*call.args, **call.constexprs, **call.options)
