@@ -171,11 +171,11 @@ def run_case(case: Case, B: int, H: int, L: int, D: int, quick: bool) -> list[di
         tuned, candidates = {}, {}
         if name == "attnforge":  # what the autotuner measured and chose for this case's kernels
             for key in sorted(set(autotune.TIMINGS) - tuned_before):
-                times = autotune.TIMINGS[key]
+                times, kind = autotune.TIMINGS[key], key.split("|")[1]
                 best = best_config(times)
-                tuned[key.split("|")[1]] = [best, round(times[best], 4)]
-                candidates[key.split("|")[1]] = {c: round(t, 4) for c, t in times.items()}
-                print(f"  tuned {case.name} {key.split('|')[1]}: {best} ({times[best]:.3f} ms; "
+                tuned[kind] = [best, round(times[best], 4)]
+                candidates[kind] = {c: round(t, 4) for c, t in times.items()}
+                print(f"  tuned {case.name} {kind}: {best} ({times[best]:.3f} ms; "
                       f"{len(times)} candidates)")
         rows.append({"case": case.name, "shape": (B, hq, L, D), "impl": name, "tuned": tuned,
                      "tuned_candidates": candidates, "fwd_ms": t_f,
