@@ -10,6 +10,7 @@ bitwise equal over two runs; deterministic mode runs the Triton kernels and repe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import os
 
@@ -18,6 +19,7 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 import attnforge
 from attnforge import bench
+from attnforge.codegen import configs
 from attnforge.runtime import launch
 
 RAN: list[str] = []
@@ -99,7 +101,7 @@ def check():
                   flush=True)
 
 
-def time_cases(shapes, names):
+def time_cases(shapes, names, options):
     for shape in shapes:
         B, H, L, D = map(int, shape.split(","))
         for case in bench.cases(B, H, L):
@@ -119,7 +121,10 @@ def time_cases(shapes, names):
                 t = bench._time(lambda: torch.autograd.grad(out, [q, k, v], do, retain_graph=True), True)
                 return t
             res = {}
-            res["gluon"] = bwd_time(lambda: variant(q, k, v, enable_gqa=gqa))
+            for opt in options:
+                launch.SM90_BWD = dataclasses.replace(configs.SM90_BWD, num_stages=int(opt))
+                res[f"gluon s{opt}"] = bwd_time(lambda: variant(q, k, v, enable_gqa=gqa))
+            launch.SM90_BWD = configs.SM90_BWD
             torch.use_deterministic_algorithms(True)
             try:
                 res["triton"] = bwd_time(lambda: variant(q, k, v, enable_gqa=gqa))
@@ -136,11 +141,14 @@ def main():
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--time", action="append", default=[], help="B,H,L,D (repeatable)")
     ap.add_argument("--cases", nargs="*", default=None)
+    ap.add_argument("--options", nargs="*", default=["2"],
+                    help="pipeline stages of the Gluon backward (one timing each)")
     args = ap.parse_args()
     _record()
+    configs.SM90_BWD_ENABLED = True
     if args.check:
         check()
-    time_cases(args.time, args.cases)
+    time_cases(args.time, args.cases, args.options)
 
 
 if __name__ == "__main__":
