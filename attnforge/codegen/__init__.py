@@ -15,12 +15,11 @@ from ..passes.toeplitz import toeplitz_loads
 from .configs import SPARSE_BLOCK, TileConfig, tile_config
 from .render import Axis, loaded_params, render_block
 
-KINDS = ("fwd", "fwd_sm90", "bwd_preprocess", "bwd_dkdv", "bwd_dq", "bwd_sm90", "bwd_diag")
+KINDS = ("fwd", "fwd_sm90", "bwd_preprocess", "bwd_dkdv", "bwd_dq", "bwd_diag")
 TEMPLATE = {"fwd": "fwd.py.jinja", "fwd_sm90": "fwd_sm90.py.jinja", "bwd_preprocess": "bwd.py.jinja",
-            "bwd_dkdv": "bwd.py.jinja", "bwd_dq": "bwd.py.jinja", "bwd_sm90": "bwd_sm90.py.jinja",
-            "bwd_diag": "diag.py.jinja"}
-# Triton names that Gluon (the sm_90 kernels' dialect) lacks: a variant whose score, mask or score
-# derivative needs one runs the Triton kernels everywhere
+            "bwd_dkdv": "bwd.py.jinja", "bwd_dq": "bwd.py.jinja", "bwd_diag": "diag.py.jinja"}
+# Triton names that Gluon (the sm_90 forward's dialect) lacks: a variant whose score or mask needs
+# one runs the Triton forward everywhere
 _NOT_IN_GLUON = ("gl.sigmoid",)
 # q rows x kv columns (fwd, dq) and the transposed orientation of the dK/dV kernel
 ROWS_Q = {"q_idx": Axis("o_m[:, None]", "m_m[:, None]"), "kv_idx": Axis("o_n[None, :]", "m_n[None, :]")}
@@ -86,8 +85,10 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
             code += f"\n{' ' * indent}z = tl.broadcast_to(z, qk.shape)"
         return code
 
+    score_gl, mask_gl = _gluon_blocks(prog)
     return {
-        "name": prog.name, "ir_hash": ir_hash(prog), **_gluon_blocks(prog),
+        "name": prog.name, "ir_hash": ir_hash(prog),
+        "score_fwd_gl": score_gl, "mask_fwd_gl": mask_gl,
         "source_lines": print_program(source).rstrip("\n").splitlines(),
         "dtype": spec.dtype, "d": spec.d, "dv": spec.dv, "group": spec.group,
         "param_sig": sig, "param_args": sig,
@@ -112,43 +113,26 @@ def _ignores_score(score) -> bool:
     return not any(isinstance(n, Var) and n.name == "score" for n in walk(score))
 
 
-def _gluon_blocks(prog: Program) -> dict[str, str]:
-    """score_mod, mask_mod and d score_mod / d score for the sm_90 kernels: the Triton statements in
-    Gluon, whose elementwise ops carry Triton's names, in the forward's orientation (rows are
-    queries) and the backward's (rows are keys), indented for the templates' steps."""
+def _gluon_blocks(prog: Program) -> tuple[str, str]:
+    """score_mod and mask_mod for the sm_90 forward: the Triton statements in Gluon, whose
+    elementwise ops carry Triton's names (indented for the template's softmax step)."""
     score, mask = prog.as_flex()
-    (grad,) = prog.grads
-    blocks = {}
-    for o, axes in (("fwd", ROWS_Q), ("bwd", ROWS_KV)):
-        code = ""
-        if score != Var("score", "float"):
-            code = render_block(score, "z", axes, SCALARS, indent=" " * 4)
-            if _ignores_score(score):  # Gluon has no broadcast_to
-                code += "\n    z = z + tl.zeros_like(qk)"
-        blocks[f"score_{o}_gl"] = code
-        blocks[f"mask_{o}_gl"] = "" if mask is None else render_block(mask, "keep", axes, SCALARS, indent=" " * 8)
-    blocks["dscore_bwd_gl"] = ("" if grad.d_score == Const(1.0, "float")
-                               else render_block(grad.d_score, "g", ROWS_KV, SCALARS, indent=" " * 4))
-    return {name: code.replace("tl.", "gl.") for name, code in blocks.items()}
-
-
-def _gluon_ok(prog: Program, spec: Spec, names: tuple[str, ...]) -> bool:
-    if spec.dtype not in ("float16", "bfloat16") or spec.block_d != 128 or spec.block_dv != 128:
-        return False
-    blocks = _gluon_blocks(prog)
-    return not any(n in blocks[name] for name in names for n in _NOT_IN_GLUON)
+    score_gl = mask_gl = ""
+    if score != Var("score", "float"):
+        score_gl = render_block(score, "z", ROWS_Q, SCALARS, indent=" " * 4)
+        if _ignores_score(score):  # Gluon has no broadcast_to
+            score_gl += "\n    z = z + tl.zeros_like(qk)"
+    if mask is not None:
+        mask_gl = render_block(mask, "keep", ROWS_Q, SCALARS, indent=" " * 8)
+    return score_gl.replace("tl.", "gl."), mask_gl.replace("tl.", "gl.")
 
 
 def sm90_forward(prog: Program, spec: Spec) -> bool:
     """The Gluon forward (`fwd_sm90`) covers this variant and specialization: 16-bit inputs, head
     dims padded to 128, and score and mask expressions Gluon can spell."""
-    return _gluon_ok(prog, spec, ("score_fwd_gl", "mask_fwd_gl"))
-
-
-def sm90_backward(prog: Program, spec: Spec) -> bool:
-    """The Gluon backward (`bwd_sm90`) covers this variant and specialization: as the forward, and a
-    score derivative Gluon can spell."""
-    return _gluon_ok(prog, spec, ("score_bwd_gl", "mask_bwd_gl", "dscore_bwd_gl"))
+    if spec.dtype not in ("float16", "bfloat16") or spec.block_d != 128 or spec.block_dv != 128:
+        return False
+    return not any(n in code for code in _gluon_blocks(prog) for n in _NOT_IN_GLUON)
 
 
 def fast_math(spec: Spec, on_gpu: bool) -> bool:
@@ -172,5 +156,5 @@ def captured_params(prog: Program) -> list[str]:
     return loaded_params(score, *([mask] if mask is not None else []), grad.d_score)
 
 
-__all__ = ["KINDS", "Spec", "TileConfig", "SPARSE_BLOCK", "generate", "fast_math", "sm90_forward", "sm90_backward", "tile_config", "ir_hash",
+__all__ = ["KINDS", "Spec", "TileConfig", "SPARSE_BLOCK", "generate", "fast_math", "sm90_forward", "tile_config", "ir_hash",
            "template_hash", "captured_params"]

@@ -51,11 +51,6 @@ P = False  # a candidate's last field: load through pointers even where TMA coul
 # 0.68 vs 0.79 and 0.81. Two stages: 8-13% slower; without ping-pong or at 232 registers: within 3%.
 SM90_FWD = TileConfig(128, 128, 4, 3, True, True)
 SM90_CONSUMER_REGS = 240
-# The sm_90 Gluon backward (bwd_sm90.py.jinja): 128-key programs (two consumer warp groups of 64 keys and
-# a producer warp), 64-query steps, two TMA stages of Q and dO (K, V, two stages and two dS^T buffers:
-# 160 KiB of shared memory).
-SM90_BWD = TileConfig(64, 128, 4, 2, True, True)
-SM90_BWD_ENABLED = False  # under measurement: the Triton backward stays the default until this one is faster
 SM90_PINGPONG = True  # the two consumer groups take turns issuing their products
 
 CONFIGS = {

@@ -19,8 +19,7 @@ from .. import codegen
 from ..codegen import Spec
 from ..dsl.trace import TORCH_DTYPES
 from .blocks import BlockMask, TileLists
-from .launch import (DTYPES, BwdBuffers, Call, bwd_calls, dq_buffer, dq_convert_call, fwd_call, kernels_for,
-                     preprocess_call, sm90_bwd_call)
+from .launch import DTYPES, BwdBuffers, Call, bwd_calls, fwd_call, kernels_for
 from ..codegen.configs import SM90_FWD, tile_config
 from .param_grads import diag_call
 
@@ -86,14 +85,12 @@ def _meta_lists(rows: int, cols: int) -> TileLists:
 def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None = None,
                    group: int = 1, tensors: dict | None = None, kinds=None) -> list[dict]:
     """Compile fwd (and fwd_sm90 where it applies), bwd_preprocess, bwd_dkdv and bwd_dq (and
-    bwd_sm90 with its preprocess and dQ conversion where it applies; bwd_diag for learnable reads
-    indexed by q_idx - kv_idx) for sm_90, or only `kinds`; one dict of figures per kernel."""
+    bwd_diag) for sm_90, or only `kinds`; one dict of figures per kernel."""
     Dv = Dv or D
     spec = Spec(DTYPES[dtype], D, Dv, group)
     kern = kernels_for(variant.lowered, variant.program, spec, torch.device("meta"))
     # the sm_90 Gluon forward, where it covers the variant, besides the Triton one
     kern.sm90 = codegen.sm90_forward(variant.lowered, spec)
-    kern.sm90_bwd = codegen.sm90_backward(variant.lowered, spec)
     kern.tma = True
     B, H, L = 2, 2 * group, 1024
 
@@ -113,10 +110,6 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
         calls.append(fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, SM90_FWD))
     buffers = BwdBuffers(do, lse, q, k, v, out, lse, lse, lse, q, k, v)
     calls += bwd_calls(kern, buffers, named, 0.125, bm)
-    if kern.sm90_bwd:
-        sm90 = BwdBuffers(do, lse, q, k, v, out, lse, lse, lse, q, k, v, dq_buffer(q, spec))
-        calls += [preprocess_call(kern, sm90), sm90_bwd_call(kern, sm90, named, 0.125, bm),
-                  dq_convert_call(kern, sm90, 0.125)]
     for i in kern.diag_loads:  # learnable reads indexed by q_idx - kv_idx
         cfg = tile_config("bwd_diag", spec.block_d)
         part = meta(H, 2 * n * 2 - 1, cfg.block_m, cfg.block_m, dt=torch.float32)
@@ -131,7 +124,7 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
         for tma in ((False, True) if "USE_TMA" in consts else (None,)):
             if tma is not None:
                 consts["USE_TMA"] = tma
-            if call.kind in ("fwd_sm90", "bwd_sm90"):
+            if call.kind == "fwd_sm90":
                 from triton.experimental.gluon._runtime import GluonASTSource as Source
             else:
                 Source = ASTSource
@@ -140,6 +133,6 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
             stats = _cubin_stats(compiled.asm["cubin"])
             # special-function-unit instructions of fast math (e.g. tanh.approx.f32)
             approx = sorted(set(re.findall(r"\b(\w+)\.approx(?:\.ftz)?\.f32", compiled.asm["ptx"])))
-            report.append({"kind": call.kind + (" tma" if tma else ""), "kernel": call.fn_name, "shared_bytes": compiled.metadata.shared,
+            report.append({"kind": call.kind + (" tma" if tma else ""), "shared_bytes": compiled.metadata.shared,
                            "num_warps": compiled.metadata.num_warps, "approx": approx, **stats})
     return report

@@ -14,8 +14,7 @@ import triton.language as tl
 
 from .. import codegen
 from ..codegen import SPARSE_BLOCK, Spec, TileConfig, tile_config
-from ..codegen import configs
-from ..codegen.configs import SM90_BWD, SM90_CONSUMER_REGS, SM90_FWD, SM90_PINGPONG
+from ..codegen.configs import SM90_CONSUMER_REGS, SM90_FWD, SM90_PINGPONG
 from ..ir.program import Program
 from ..passes.toeplitz import reads_batch, toeplitz_loads
 from . import autotune, warmup
@@ -41,7 +40,6 @@ class Kernels:
     params: list[str]         # captured tensors the kernels read, in argument order
     rule_params: list[str]    # captured tensors the block rules read
     sm90: bool = False        # the Gluon forward runs here (Hopper, and a variant it covers)
-    sm90_bwd: bool = False    # the Gluon backward runs here (Hopper, a variant it covers, not deterministic mode)
     ahead: list | None = None  # compiles of the backward's kernels started by the first forward
 
 
@@ -81,8 +79,7 @@ def kernels_for(prog: Program, source: Program, spec: Spec, device: torch.device
     loads = prog.grads[0].d_loads
     return Kernels(prog, source, spec, base, modules, tma, diag,
                    frozenset(i for i in diag if reads_batch(loads[i][0])), codegen.captured_params(prog),
-                   rule_params(prog), _hopper(device) and codegen.sm90_forward(prog, spec),
-                   _hopper(device) and codegen.sm90_backward(prog, spec))
+                   rule_params(prog), _hopper(device) and codegen.sm90_forward(prog, spec))
 
 
 def _hopper(device: torch.device) -> bool:
@@ -200,16 +197,12 @@ def _nvmma_layout(dtype: torch.dtype, rows: int, cols: int):
 def _sm90_descriptors(q, k_, v, cfg: TileConfig, spec: Spec) -> list:
     """[B, H, L, D] descriptors with [1, 1, rows, padded D] boxes: half a query tile (one consumer
     group's rows) for Q, a key tile for K and V."""
-    return _descriptors((q, cfg.block_m // 2, spec.block_d), (k_, cfg.block_n, spec.block_d),
-                        (v, cfg.block_n, spec.block_dv))
-
-
-def _descriptors(*boxes) -> list:
-    """(tensor, rows, columns) -> a TMA descriptor over the [B, H, L, D] tensor, [1, 1, rows, columns] boxes."""
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     return [TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, cols],
-                             _nvmma_layout(t.dtype, rows, cols)) for t, rows, cols in boxes]
+                             _nvmma_layout(t.dtype, rows, cols))
+            for t, rows, cols in ((q, cfg.block_m // 2, spec.block_d), (k_, cfg.block_n, spec.block_d),
+                                  (v, cfg.block_n, spec.block_dv))]
 
 
 @dataclass
@@ -228,64 +221,18 @@ class BwdBuffers:
     dq: torch.Tensor
     dk: torch.Tensor
     dv: torch.Tensor
-    dq_acc: torch.Tensor | None = None  # float32 [B * H, LQ_PAD, padded D]: the sm_90 backward's dQ sum
 
 
 def preprocess_call(k: Kernels, t: BwdBuffers) -> Call:
-    """delta = rowsum(dO * O) - dLSE and lse2 = lse * log2(e) (and the sm_90 backward's dQ sum zeroed)."""
+    """delta = rowsum(dO * O) - dLSE and lse2 = lse * log2(e)."""
     B, H, Lq, _ = t.q.shape
     pre = tile_config("bwd_preprocess", k.spec.block_dv)
     has_dlse = t.dlse is not None
-    zero = t.dq_acc is not None
     return Call("bwd_preprocess", "attn_bwd_preprocess", (Lq, B * H, pre.block_m),
                 [t.out, t.do, t.dlse if has_dlse else t.delta, t.lse, t.delta, t.lse2,
-                 t.dq_acc if zero else t.delta, *t.out.stride(), *t.do.stride(), Lq,
-                 t.dq_acc.shape[1] if zero else 0, H],
-                dict(HAS_DLSE=has_dlse, ZERO_DQ=zero, DV=t.v.shape[3], BLOCK_M=pre.block_m,
-                     BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv), _options(pre))
-
-
-def sm90_bwd_ok(k: Kernels, q, k_, v, do) -> bool:
-    """The Gluon backward applies: Hopper, a variant it covers, TMA-aligned non-empty inputs, and no
-    request for deterministic algorithms (its dQ is summed with atomics)."""
-    return (k.sm90_bwd and configs.SM90_BWD_ENABLED and not torch.are_deterministic_algorithms_enabled() and _tma_ok(k, q, k_, v, do)
-            and q.numel() * k_.numel() > 0)
-
-
-def dq_buffer(q: torch.Tensor, spec: Spec) -> torch.Tensor:
-    """The sm_90 backward's float32 dQ sum: rows padded to whole query tiles of the preprocess
-    kernel (which zeroes it) and of the backward (which adds into it), head dim padded."""
-    B, H, Lq, _ = q.shape
-    assert tile_config("bwd_preprocess", spec.block_dv).block_m == SM90_BWD.block_m
-    rows = triton.cdiv(Lq, SM90_BWD.block_m) * SM90_BWD.block_m
-    return torch.empty(B * H, rows, spec.block_d, dtype=torch.float32, device=q.device)
-
-
-def sm90_bwd_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask) -> Call:
-    """dK, dV and the float32 sum of dQ in one Gluon kernel (Hopper)."""
-    B, H, Lq, _ = t.q.shape
-    HKV, Lk = t.k.shape[1], t.k.shape[2]
-    cfg, spec = SM90_BWD, k.spec
-    descs = _descriptors((t.q, cfg.block_m, spec.block_d), (t.k, cfg.block_n, spec.block_d),
-                         (t.v, cfg.block_n, spec.block_dv), (t.do, cfg.block_m, spec.block_dv))
-    return Call("bwd_sm90", "attn_bwd", (Lk, B * HKV, cfg.block_n),
-                [*descs, t.lse2, t.delta, t.dq_acc, t.dk, t.dv, *t.dk.stride(), *t.dv.stride(),
-                 Lq, t.dq_acc.shape[1], Lk, H, HKV, scale,
-                 bm.q.num, bm.q.ind, bm.q_full.num, bm.q_full.ind, bm.order("kv", cfg.block_n),
-                 *_meta_args(bm.q), *param_args(k, tensors)],
-                dict(GROUP=spec.group, D=t.q.shape[3], DV=t.v.shape[3], BLOCK_M=cfg.block_m,
-                     BLOCK_N=cfg.block_n, BLOCK_D=spec.block_d, BLOCK_DV=spec.block_dv, SPARSE_M=bm.block_m,
-                     SPARSE_N=bm.block_n, STAGES=cfg.num_stages, CONSUMER_REGS=SM90_CONSUMER_REGS),
-                {"num_warps": cfg.num_warps})
-
-
-def dq_convert_call(k: Kernels, t: BwdBuffers, scale: float) -> Call:
-    """dQ = sm_scale * the float32 sum, in q's dtype."""
-    B, H, Lq, D = t.q.shape
-    pre = tile_config("bwd_preprocess", k.spec.block_dv)
-    return Call("bwd_preprocess", "attn_bwd_dq_convert", (Lq, B * H, pre.block_m),
-                [t.dq_acc, t.dq, *t.dq.stride(), Lq, t.dq_acc.shape[1], H, scale],
-                dict(D=D, BLOCK_M=pre.block_m, BLOCK_D=k.spec.block_d), _options(pre))
+                 *t.out.stride(), *t.do.stride(), Lq, H],
+                dict(HAS_DLSE=has_dlse, DV=t.v.shape[3], BLOCK_M=pre.block_m,
+                     BLOCK_DV=k.spec.block_dv), _options(pre))
 
 
 def dkdv_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask,
@@ -424,15 +371,12 @@ def compile_backward_ahead(k: Kernels, q, k_, v, out, lse, tensors: dict, scale:
     and strides (gradients are allocated like q, k and v; dO is made contiguous like out; dLSE is
     materialized like lse), so the JIT specializes as it will then; where it does not, the backward
     compiles what it needs. Kernels the autotuner is about to tune are left to it."""
-    sm90 = sm90_bwd_ok(k, q, k_, v, out)
     t = BwdBuffers(do=out, dlse=lse, q=q, k=k_, v=v, out=out, lse=lse, delta=lse, lse2=lse,
-                   dq=q, dk=k_, dv=v, dq_acc=dq_buffer(q, k.spec) if sm90 else None)
+                   dq=q, dk=k_, dv=v)
     Lq = q.shape[2]
     calls = [preprocess_call(k, t)]
-    if sm90:
-        calls += [sm90_bwd_call(k, t, tensors, scale, bm), dq_convert_call(k, t, scale)]
     for kind, make in (("bwd_dkdv", dkdv_call), ("bwd_dq", dq_call)):
-        if not sm90 and not autotune.will_tune(k, kind, Lq):
+        if not autotune.will_tune(k, kind, Lq):
             calls.append(make(k, t, tensors, scale, bm, autotune.chosen(k, kind, Lq)))
     pool = ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="attnforge-compile")
     k.ahead = [pool.submit(_compile_only, k, call, q.device) for call in calls]
@@ -457,22 +401,10 @@ def backward(k: Kernels, do, dlse, q, k_, v, out, lse, tensors: dict, scale: flo
         k.ahead = []
     B, H, Lq, _ = q.shape
     delta = torch.empty(B, H, Lq, dtype=torch.float32, device=q.device)
-    do = do.contiguous()
-    sm90 = sm90_bwd_ok(k, q, k_, v, do)
-    t = BwdBuffers(do, dlse.contiguous() if dlse is not None else None, q, k_, v, out, lse,
+    t = BwdBuffers(do.contiguous(), dlse.contiguous() if dlse is not None else None, q, k_, v, out, lse,
                    delta, torch.empty_like(delta), torch.empty_like(q), torch.empty_like(k_),
-                   torch.empty_like(v), dq_buffer(q, k.spec) if sm90 else None)
+                   torch.empty_like(v))
     launch(k, preprocess_call(k, t))
-    if sm90:
-        try:
-            launch(k, sm90_bwd_call(k, t, tensors, scale, bm))
-            launch(k, dq_convert_call(k, t, scale))
-            return t
-        except (triton.compiler.errors.CompilationError, triton.runtime.errors.OutOfResources) as err:
-            # a score or mask the Gluon backward cannot compile: the Triton kernels from now on
-            warnings.warn(f"attnforge: variant `{k.prog.name}`: the sm_90 backward did not compile "
-                          f"({type(err).__name__}); using the Triton backward", RuntimeWarning, stacklevel=2)
-            k.sm90_bwd = False
     for kind, make in (("bwd_dkdv", dkdv_call), ("bwd_dq", dq_call)):
         cfg = autotune.config_for(k, kind, Lq, lambda c, make=make: make(k, t, tensors, scale, bm, c),
                                   launch)
