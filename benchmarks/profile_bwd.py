@@ -1,5 +1,5 @@
-"""Per-kernel GPU time of the backward (attnforge's kernels and torch.compile(flex_attention)'s), from
-torch.profiler, for bench cases at one shape:
+"""Per-kernel GPU time of the backward (attnforge's kernels: dK/dV and dQ in one launch and in two;
+torch.compile(flex_attention)'s), from torch.profiler, for bench cases at one shape:
 
     python benchmarks/profile_bwd.py --shape 16,16,2048,128 --cases full causal document8
 """
@@ -13,6 +13,7 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 from torch.profiler import ProfilerActivity, profile
 
 from attnforge import bench
+from attnforge.runtime import launch
 
 REPS = 10
 
@@ -47,12 +48,19 @@ def main():
         torch._dynamo.reset()
         flex = torch.compile(flex_attention)
         bm = create_block_mask(case.mask_mod, None, None, L, L, device="cuda") if case.mask_mod else None
-        for name, f in (("attnforge", lambda: variant(q, k, v, enable_gqa=gqa)),
+        for name, f in (("attnforge one launch", lambda: variant(q, k, v, enable_gqa=gqa)),
+                        ("attnforge two launches", lambda: variant(q, k, v, enable_gqa=gqa)),
                         ("flex", lambda: flex(q, k, v, score_mod=case.score_mod, block_mask=bm, enable_gqa=gqa))):
-            out = f()
-            times = kernel_times(lambda: torch.autograd.grad(out, [q, k, v], do, retain_graph=True))
+            launch.FUSED_BWD = name != "attnforge two launches"
+            try:
+                out = f()
+                times = kernel_times(lambda: torch.autograd.grad(out, [q, k, v], do, retain_graph=True))
+                wall = bench._time(lambda: torch.autograd.grad(out, [q, k, v], do, retain_graph=True), True)
+            except Exception as err:  # noqa: BLE001 - flex cannot compile some cases' backward
+                print(f"{case.name} {args.shape} {name}: {type(err).__name__}: {str(err)[:120]}")
+                continue
             total = sum(times.values())
-            print(f"{case.name} {args.shape} {name} backward: {total:.3f} ms of kernels")
+            print(f"{case.name} {args.shape} {name} backward: {total:.3f} ms of kernels, {wall:.3f} ms timed")
             for kname, t in sorted(times.items(), key=lambda kv: -kv[1]):
                 print(f"    {t:7.3f} ms  {kname}")
 

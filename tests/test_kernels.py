@@ -159,6 +159,24 @@ def test_no_mask_and_learnable_tensor_read_twice():
     check_variant(attnforge.compile(score_mod=two_reads), 1, 4, 4, 100, 120, 16, 16, torch.float32)
 
 
+def test_one_launch_backward_matches_two_launches(monkeypatch):
+    """dK/dV and dQ in one launch (the default) give the same bits as the two kernels (taken where
+    tuned configs differ), GQA and an odd length included, and the launches are what was chosen."""
+    mod = load_example("document")
+    variant = attnforge.compile(score_mod=mod.score_mod, mask_mod=mod.mask_mod)
+    kinds = []
+    real = launch.launch
+    monkeypatch.setattr(launch, "launch", lambda k, call, *a, **kw: (kinds.append(call.kind), real(k, call, *a, **kw)))
+    got = check_variant(variant, 1, 4, 2, 150, 150, 32, 32, torch.float32)
+    assert kinds.count("bwd") == 1 and "bwd_dkdv" not in kinds
+    kinds.clear()
+    monkeypatch.setattr(launch, "FUSED_BWD", False)
+    two = check_variant(variant, 1, 4, 2, 150, 150, 32, 32, torch.float32)
+    assert "bwd" not in kinds and kinds.count("bwd_dkdv") == kinds.count("bwd_dq") == 1
+    for name, a, b in zip(["dq", "dk", "dv"], got[2:5], two[2:5]):
+        assert torch.equal(a, b), name
+
+
 def test_captured_gradients_are_deterministic():
     mod = load_example("rel_bias")
     variant = attnforge.compile(score_mod=mod.score_mod, mask_mod=mod.mask_mod)

@@ -32,11 +32,11 @@ def test_new_lengths_do_not_recompile(tmp_path, monkeypatch):
         q, k, vv = _qkv(L, grad=True)
         v(q, k, vv).sum().backward()
     generated = cache.STATS["generated"] - before["generated"]
-    assert generated == 4  # fwd, bwd_preprocess, bwd_dkdv, bwd_dq (no bwd_diag: nothing learnable), once
+    assert generated == 3  # fwd, bwd_preprocess, bwd (dK/dV and dQ; no bwd_diag: nothing learnable), once
     from attnforge.runtime import ops
 
     assert sum(1 for key in ops._KERNELS if key[0] == v._key) == 1  # one specialization in use
-    for kind in ("fwd", "bwd_dkdv", "bwd_dq"):
+    for kind in ("fwd", "bwd", "bwd_dkdv", "bwd_dq"):
         src = v.kernel_source(kind)
         assert '"Lq", "Lk"' in src  # lengths are never specialized on by Triton either
 
@@ -196,7 +196,7 @@ def test_cli_inspect_triton_and_blocks():
     out = subprocess.run(run + ["--stage", "triton"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     # fwd, the sm_90 Gluon fwd, bwd preprocess, dK/dV, dQ, bwd_diag
-    assert out.stdout.count("# attnforge generated kernel:") == 6 and "def attn_fwd(" in out.stdout
+    assert out.stdout.count("# attnforge generated kernel:") == 7 and "def attn_fwd(" in out.stdout
     assert "# attnforge generated kernel: fwd (Hopper, Gluon)" in out.stdout
     out = subprocess.run(run + ["--stage", "blocks", "--length", "512"], capture_output=True,
                          text=True, timeout=120)
@@ -285,8 +285,9 @@ def test_kernels_compile_for_sm90(names):
     import json
 
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    # fwd, dK/dV and dQ with and without TMA; the Gluon forward; preprocess; rel_bias's bwd_diag
-    assert len(rows) == 8 * len(names) + ("rel_bias" in names)
+    # fwd, the one-launch backward, dK/dV and dQ with and without TMA; the Gluon forward; preprocess;
+    # rel_bias's bwd_diag
+    assert len(rows) == 10 * len(names) + ("rel_bias" in names)
     assert sorted(r["variant"] for r in rows if r["kind"] == "fwd_sm90") == sorted(names)
     for r in rows:
         print(f"sm_90 {r['variant']:15} {r['kind']:15} regs={r['registers']:3} "

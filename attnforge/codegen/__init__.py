@@ -15,9 +15,9 @@ from ..passes.toeplitz import toeplitz_loads
 from .configs import SPARSE_BLOCK, TileConfig, tile_config
 from .render import Axis, loaded_params, render_block
 
-KINDS = ("fwd", "fwd_sm90", "bwd_preprocess", "bwd_dkdv", "bwd_dq", "bwd_diag")
+KINDS = ("fwd", "fwd_sm90", "bwd_preprocess", "bwd_dkdv", "bwd_dq", "bwd", "bwd_diag")
 TEMPLATE = {"fwd": "fwd.py.jinja", "fwd_sm90": "fwd_sm90.py.jinja", "bwd_preprocess": "bwd.py.jinja",
-            "bwd_dkdv": "bwd.py.jinja", "bwd_dq": "bwd.py.jinja", "bwd_diag": "diag.py.jinja"}
+            "bwd_dkdv": "bwd.py.jinja", "bwd_dq": "bwd.py.jinja", "bwd": "bwd.py.jinja", "bwd_diag": "diag.py.jinja"}
 # Triton names that Gluon (the sm_90 forward's dialect) lacks: a variant whose score or mask needs
 # one runs the Triton forward everywhere
 _NOT_IN_GLUON = ("gl.sigmoid",)

@@ -19,7 +19,7 @@ from .. import codegen
 from ..codegen import Spec
 from ..dsl.trace import TORCH_DTYPES
 from .blocks import BlockMask, TileLists
-from .launch import DTYPES, BwdBuffers, Call, bwd_calls, fwd_call, kernels_for
+from .launch import DTYPES, BwdBuffers, Call, bwd_calls, dkdv_call, dq_call, fwd_call, kernels_for
 from ..codegen.configs import SM90_FWD, tile_config
 from .param_grads import diag_call
 
@@ -84,8 +84,8 @@ def _meta_lists(rows: int, cols: int) -> TileLists:
 
 def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None = None,
                    group: int = 1, tensors: dict | None = None, kinds=None) -> list[dict]:
-    """Compile fwd (and fwd_sm90 where it applies), bwd_preprocess, bwd_dkdv and bwd_dq (and
-    bwd_diag) for sm_90, or only `kinds`; one dict of figures per kernel."""
+    """Compile fwd (and fwd_sm90 where it applies), bwd_preprocess, bwd (dK/dV and dQ in one launch),
+    bwd_dkdv and bwd_dq (and bwd_diag) for sm_90, or only `kinds`; one dict of figures per kernel."""
     Dv = Dv or D
     spec = Spec(DTYPES[dtype], D, Dv, group)
     kern = kernels_for(variant.lowered, variant.program, spec, torch.device("meta"))
@@ -109,7 +109,10 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
     if kern.sm90:
         calls.append(fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, SM90_FWD))
     buffers = BwdBuffers(do, lse, q, k, v, out, lse, lse, lse, q, k, v)
+    # preprocess and the one-launch backward (the defaults), and dK/dV and dQ as separate launches
+    # (where tuned configs differ)
     calls += bwd_calls(kern, buffers, named, 0.125, bm)
+    calls += [dkdv_call(kern, buffers, named, 0.125, bm), dq_call(kern, buffers, named, 0.125, bm)]
     for i in kern.diag_loads:  # learnable reads indexed by q_idx - kv_idx
         cfg = tile_config("bwd_diag", spec.block_d)
         part = meta(H, 2 * n * 2 - 1, cfg.block_m, cfg.block_m, dt=torch.float32)

@@ -259,6 +259,20 @@ def dq_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMas
                 dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), _options(cfg))
 
 
+def bwd_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask, cfg: TileConfig) -> Call:
+    """dK/dV and dQ in one launch (both with `cfg`): per kv head, its key tiles' programs, then
+    its query heads' query tiles'."""
+    B, H, Lq, _ = t.q.shape
+    HKV, Lk = t.k.shape[1], t.k.shape[2]
+    n_kv, n_q = triton.cdiv(Lk, cfg.block_n), triton.cdiv(Lq, cfg.block_m)
+    return Call("bwd", "attn_bwd", (n_kv, n_q, B * HKV, k.spec.group),
+                [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dq, t.dk, t.dv, *_bwd_strides(t), Lq, Lk, H, HKV, scale,
+                 bm.q.num, bm.q.ind, bm.q_full.num, bm.q_full.ind, bm.order("kv", cfg.block_n), *_meta_args(bm.q),
+                 bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, bm.order("q", cfg.block_m),
+                 *_meta_args(bm.kv), n_kv, n_q, *param_args(k, tensors)],
+                dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), _options(cfg))
+
+
 def _bwd_strides(t: BwdBuffers) -> list:
     return [*t.q.stride(), *t.k.stride(), *t.v.stride(), *t.do.stride()]
 
@@ -269,15 +283,28 @@ def _bwd_consts(k: Kernels, t: BwdBuffers, bm: BlockMask, cfg: TileConfig) -> di
                 USE_TMA=cfg.tma and _tma_ok(k, t.q, t.k, t.v, t.do), **precision(t.q.dtype))
 
 
-def bwd_calls(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask) -> list[Call]:
-    """preprocess, then dK/dV and dQ, with the default tile configs."""
-    return [preprocess_call(k, t), dkdv_call(k, t, tensors, scale, bm), dq_call(k, t, tensors, scale, bm)]
+def bwd_calls(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask,
+              configs: dict | None = None) -> list[Call]:
+    """preprocess, then the gradient kernels."""
+    return [preprocess_call(k, t), *grad_calls(k, t, tensors, scale, bm, configs or {})]
+
+
+def grad_calls(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask, configs: dict) -> list[Call]:
+    """dK/dV and dQ: in one launch where both kernels' configs (`configs`: kind -> tuned config, or
+    None for the default) are the same, as the defaults are; else two."""
+    dkdv = configs.get("bwd_dkdv") or tile_config("bwd_dkdv", k.spec.block_d)
+    dq = configs.get("bwd_dq") or tile_config("bwd_dq", k.spec.block_d)
+    if FUSED_BWD and dkdv == dq:
+        return [bwd_call(k, t, tensors, scale, bm, dkdv)]
+    return [dkdv_call(k, t, tensors, scale, bm, dkdv), dq_call(k, t, tensors, scale, bm, dq)]
 
 
 def _options(cfg) -> dict:
     return {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
 
 
+# dK/dV and dQ in one launch where their configs agree (as the defaults do)
+FUSED_BWD = True
 _FITTED: dict[tuple, tuple[dict, dict]] = {}
 # the tile size a kernel loops over inside a program (changing it leaves the grid alone)
 INNER = {"fwd": "BLOCK_N", "bwd_dq": "BLOCK_N", "bwd_dkdv": "BLOCK_M"}
@@ -374,10 +401,11 @@ def compile_backward_ahead(k: Kernels, q, k_, v, out, lse, tensors: dict, scale:
     t = BwdBuffers(do=out, dlse=lse, q=q, k=k_, v=v, out=out, lse=lse, delta=lse, lse2=lse,
                    dq=q, dk=k_, dv=v)
     Lq = q.shape[2]
-    calls = [preprocess_call(k, t)]
-    for kind, make in (("bwd_dkdv", dkdv_call), ("bwd_dq", dq_call)):
-        if not autotune.will_tune(k, kind, Lq):
-            calls.append(make(k, t, tensors, scale, bm, autotune.chosen(k, kind, Lq)))
+    kinds = ("bwd_dkdv", "bwd_dq")
+    if any(autotune.will_tune(k, kind, Lq) for kind in kinds):  # tuned (and compiled) by the first backward
+        calls = [preprocess_call(k, t)]
+    else:
+        calls = bwd_calls(k, t, tensors, scale, bm, {kind: autotune.chosen(k, kind, Lq) for kind in kinds})
     pool = ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="attnforge-compile")
     k.ahead = [pool.submit(_compile_only, k, call, q.device) for call in calls]
     pool.shutdown(wait=False)
@@ -404,9 +432,9 @@ def backward(k: Kernels, do, dlse, q, k_, v, out, lse, tensors: dict, scale: flo
     t = BwdBuffers(do.contiguous(), dlse.contiguous() if dlse is not None else None, q, k_, v, out, lse,
                    delta, torch.empty_like(delta), torch.empty_like(q), torch.empty_like(k_),
                    torch.empty_like(v))
-    launch(k, preprocess_call(k, t))
-    for kind, make in (("bwd_dkdv", dkdv_call), ("bwd_dq", dq_call)):
-        cfg = autotune.config_for(k, kind, Lq, lambda c, make=make: make(k, t, tensors, scale, bm, c),
-                                  launch)
-        launch(k, make(k, t, tensors, scale, bm, cfg))
+    launch(k, preprocess_call(k, t))  # first: tuning candidates read delta and lse2
+    configs = {kind: autotune.config_for(k, kind, Lq, lambda c, make=make: make(k, t, tensors, scale, bm, c), launch)
+               for kind, make in (("bwd_dkdv", dkdv_call), ("bwd_dq", dq_call))}
+    for call in grad_calls(k, t, tensors, scale, bm, configs):
+        launch(k, call)
     return t
