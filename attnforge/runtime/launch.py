@@ -303,8 +303,9 @@ def _options(cfg) -> dict:
     return {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
 
 
-# dK/dV and dQ in one launch where their configs agree (as the defaults do)
-FUSED_BWD = True
+# dK/dV and dQ in one launch where their configs agree (as the defaults do); ATTNFORGE_FUSED_BWD=0:
+# always two launches
+FUSED_BWD = os.environ.get("ATTNFORGE_FUSED_BWD", "1") != "0"
 _FITTED: dict[tuple, tuple[dict, dict]] = {}
 # the tile size a kernel loops over inside a program (changing it leaves the grid alone)
 INNER = {"fwd": "BLOCK_N", "bwd_dq": "BLOCK_N", "bwd_dkdv": "BLOCK_M"}
