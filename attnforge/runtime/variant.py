@@ -88,8 +88,9 @@ class Variant:
 
     def kernel_source(self, kind: str = "fwd", *, dtype=torch.bfloat16, head_dim: int = 64,
                       head_dim_v: int | None = None, group: int = 1, device="cuda") -> str:
-        """The generated Triton source of one kernel (fwd, bwd_preprocess, bwd_dkdv, bwd_dq,
-        bwd_diag) as it runs on `device` ("cpu": Triton's interpreter)."""
+        """The generated Triton source of one kernel (one of KINDS: fwd, fwd_sm90, bwd_preprocess,
+        bwd_dkdv, bwd_dq, bwd (dK/dV and dQ in one launch), bwd_diag) as it runs on `device` ("cpu":
+        Triton's interpreter)."""
         if kind not in KINDS:
             raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
         spec = Spec(DTYPES[dtype], head_dim, head_dim_v or head_dim, group)
