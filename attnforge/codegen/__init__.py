@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -146,7 +147,13 @@ def generate(prog: Program, source: Program, spec: Spec, fast_math: bool = False
     `fast_math`: transcendental functions the kernels evaluate on scores (tanh) use the GPU's
     special-function unit (PTX `.approx`), for 16-bit inputs on a GPU; exact formulas otherwise."""
     ctx = {**_context(prog, source, spec), "fast_math": fast_math}
-    return {kind: _env().get_template(TEMPLATE[kind]).render(kind=kind, spec=ctx) for kind in KINDS}
+    return {kind: _tidy(_env().get_template(TEMPLATE[kind]).render(kind=kind, spec=ctx)) for kind in KINDS}
+
+
+def _tidy(source: str) -> str:
+    """At most two blank lines in a row (the templates' blocks for other kinds leave more) and one
+    newline at the end."""
+    return re.sub(r"\n{4,}", "\n\n\n", source).rstrip("\n") + "\n"
 
 
 def captured_params(prog: Program) -> list[str]:

@@ -22,6 +22,9 @@ from .blocks import BlockMask, TileLists, cached_block_mask, rule_params
 from .cache import cache_key, device_tag, interpreting, load_module
 
 DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
+# dK/dV and dQ in one launch where their configs agree (as the defaults do); ATTNFORGE_FUSED_BWD=0:
+# always two launches
+FUSED_BWD = os.environ.get("ATTNFORGE_FUSED_BWD", "1") != "0"
 
 
 @dataclass
@@ -303,9 +306,6 @@ def _options(cfg) -> dict:
     return {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
 
 
-# dK/dV and dQ in one launch where their configs agree (as the defaults do); ATTNFORGE_FUSED_BWD=0:
-# always two launches
-FUSED_BWD = os.environ.get("ATTNFORGE_FUSED_BWD", "1") != "0"
 _FITTED: dict[tuple, tuple[dict, dict]] = {}
 # the tile size a kernel loops over inside a program (changing it leaves the grid alone)
 INNER = {"fwd": "BLOCK_N", "bwd_dq": "BLOCK_N", "bwd_dkdv": "BLOCK_M"}
