@@ -160,8 +160,8 @@ def test_no_mask_and_learnable_tensor_read_twice():
 
 
 def test_one_launch_backward_matches_two_launches(monkeypatch):
-    """dK/dV and dQ in one launch (the default) give the same bits as the two kernels (taken where
-    tuned configs differ), GQA and an odd length included, and the launches are what was chosen."""
+    """dK/dV and dQ in one launch (the default) give the same bits as the two kernels
+    (ATTNFORGE_FUSED_BWD=0), GQA and an odd length included, and the launches are what was chosen."""
     mod = load_example("document")
     variant = attnforge.compile(score_mod=mod.score_mod, mask_mod=mod.mask_mod)
     kinds = []

@@ -77,6 +77,16 @@ CONFIGS = {
          _configs((64, 64, 4, 2), (128, 64, 8, 3), (128, 64, 8, 2), (64, 64, 4, 2, P))),
         (256, TileConfig(32, 32, 4, 1), _configs((32, 32, 4, 1), (64, 32, 4, 1), (32, 32, 4, 1, P))),
     ],
+    # dK/dV and dQ in one launch (`bwd`): one config for both parts. H100, bf16, B=16 H=16 L=2048
+    # D=128, kernel only (benchmarks/RESULTS.md, sixth session), full / causal / document8 ms: 64x64 w4
+    # s2 3.494 / 2.150 / 0.807, through pointers 4.155 / 2.372 / 0.907, 64x64 w4 s3 4.311 / 2.913 /
+    # 1.412, 32x64 w4 s3 5.413 / 3.102 / 1.050; 64x128 w8 s2, 128x64 w8 s2, 64x32 w4 s3, 64x64 w8 s2
+    # and 128x128 w8 s2 were slower still.
+    "bwd": [
+        (64, TileConfig(64, 64, 4, 2), _configs((64, 64, 4, 2), (64, 64, 4, 2, P), (32, 64, 4, 3), (64, 64, 4, 3))),
+        (128, TileConfig(64, 64, 4, 2), _configs((64, 64, 4, 2), (64, 64, 4, 2, P), (32, 64, 4, 3), (64, 64, 4, 3))),
+        (256, TileConfig(32, 32, 4, 1), _configs((32, 32, 4, 1), (32, 32, 4, 1, P), (32, 64, 4, 1))),
+    ],
     # square T x T tiles (block_m = block_n = T) summed along diagonal bands; pointer loads only
     "bwd_diag": [
         (128, TileConfig(64, 64, 4, 1),

@@ -22,8 +22,8 @@ from .blocks import BlockMask, TileLists, cached_block_mask, rule_params
 from .cache import cache_key, device_tag, interpreting, load_module
 
 DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
-# dK/dV and dQ in one launch where their configs agree (as the defaults do); ATTNFORGE_FUSED_BWD=0:
-# always two launches
+# dK/dV and dQ in one launch (kind `bwd`, its own tile configs); ATTNFORGE_FUSED_BWD=0: two launches
+# (`bwd_dkdv`, `bwd_dq`), each with its own
 FUSED_BWD = os.environ.get("ATTNFORGE_FUSED_BWD", "1") != "0"
 
 
@@ -262,11 +262,13 @@ def dq_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMas
                 dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), _options(cfg))
 
 
-def bwd_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask, cfg: TileConfig) -> Call:
+def bwd_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask,
+             cfg: TileConfig | None = None) -> Call:
     """dK/dV and dQ in one launch (both with `cfg`): per kv head, its key tiles' programs, then
     its query heads' query tiles'."""
     B, H, Lq, _ = t.q.shape
     HKV, Lk = t.k.shape[1], t.k.shape[2]
+    cfg = cfg or tile_config("bwd", k.spec.block_d)
     n_kv, n_q = triton.cdiv(Lk, cfg.block_n), triton.cdiv(Lq, cfg.block_m)
     return Call("bwd", "attn_bwd", (n_kv, n_q, B * HKV, k.spec.group),
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dq, t.dk, t.dv, *_bwd_strides(t), Lq, Lk, H, HKV, scale,
@@ -286,20 +288,21 @@ def _bwd_consts(k: Kernels, t: BwdBuffers, bm: BlockMask, cfg: TileConfig) -> di
                 USE_TMA=cfg.tma and _tma_ok(k, t.q, t.k, t.v, t.do), **precision(t.q.dtype))
 
 
+# the gradient kernels' kinds, each with a make_call(k, t, tensors, scale, bm, cfg)
+GRAD_KINDS = {"bwd": bwd_call, "bwd_dkdv": dkdv_call, "bwd_dq": dq_call}
+
+
+def grad_kinds() -> tuple[str, ...]:
+    """dK/dV and dQ in one launch, or (ATTNFORGE_FUSED_BWD=0) in two."""
+    return ("bwd",) if FUSED_BWD else ("bwd_dkdv", "bwd_dq")
+
+
 def bwd_calls(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask,
               configs: dict | None = None) -> list[Call]:
-    """preprocess, then the gradient kernels."""
-    return [preprocess_call(k, t), *grad_calls(k, t, tensors, scale, bm, configs or {})]
-
-
-def grad_calls(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask, configs: dict) -> list[Call]:
-    """dK/dV and dQ: in one launch where both kernels' configs (`configs`: kind -> tuned config, or
-    None for the default) are the same, as the defaults are; else two."""
-    dkdv = configs.get("bwd_dkdv") or tile_config("bwd_dkdv", k.spec.block_d)
-    dq = configs.get("bwd_dq") or tile_config("bwd_dq", k.spec.block_d)
-    if FUSED_BWD and dkdv == dq:
-        return [bwd_call(k, t, tensors, scale, bm, dkdv)]
-    return [dkdv_call(k, t, tensors, scale, bm, dkdv), dq_call(k, t, tensors, scale, bm, dq)]
+    """preprocess, then the gradient kernels (`configs`: kind -> tuned config; default otherwise)."""
+    configs = configs or {}
+    return [preprocess_call(k, t), *(GRAD_KINDS[kind](k, t, tensors, scale, bm, configs.get(kind))
+                                     for kind in grad_kinds())]
 
 
 def _options(cfg) -> dict:
@@ -402,11 +405,10 @@ def compile_backward_ahead(k: Kernels, q, k_, v, out, lse, tensors: dict, scale:
     t = BwdBuffers(do=out, dlse=lse, q=q, k=k_, v=v, out=out, lse=lse, delta=lse, lse2=lse,
                    dq=q, dk=k_, dv=v)
     Lq = q.shape[2]
-    kinds = ("bwd_dkdv", "bwd_dq")
-    if any(autotune.will_tune(k, kind, Lq) for kind in kinds):  # tuned (and compiled) by the first backward
-        calls = [preprocess_call(k, t)]
-    else:
-        calls = bwd_calls(k, t, tensors, scale, bm, {kind: autotune.chosen(k, kind, Lq) for kind in kinds})
+    calls = [preprocess_call(k, t)]
+    for kind in grad_kinds():
+        if not autotune.will_tune(k, kind, Lq):  # (kernels about to be tuned compile as the tuner times them)
+            calls.append(GRAD_KINDS[kind](k, t, tensors, scale, bm, autotune.chosen(k, kind, Lq)))
     pool = ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="attnforge-compile")
     k.ahead = [pool.submit(_compile_only, k, call, q.device) for call in calls]
     pool.shutdown(wait=False)
@@ -434,8 +436,8 @@ def backward(k: Kernels, do, dlse, q, k_, v, out, lse, tensors: dict, scale: flo
                    delta, torch.empty_like(delta), torch.empty_like(q), torch.empty_like(k_),
                    torch.empty_like(v))
     launch(k, preprocess_call(k, t))  # first: tuning candidates read delta and lse2
-    configs = {kind: autotune.config_for(k, kind, Lq, lambda c, make=make: make(k, t, tensors, scale, bm, c), launch)
-               for kind, make in (("bwd_dkdv", dkdv_call), ("bwd_dq", dq_call))}
-    for call in grad_calls(k, t, tensors, scale, bm, configs):
-        launch(k, call)
+    for kind in grad_kinds():
+        make = GRAD_KINDS[kind]
+        cfg = autotune.config_for(k, kind, Lq, lambda c, make=make: make(k, t, tensors, scale, bm, c), launch)
+        launch(k, make(k, t, tensors, scale, bm, cfg))
     return t
