@@ -19,7 +19,7 @@ from .. import codegen
 from ..codegen import Spec
 from ..dsl.trace import TORCH_DTYPES
 from .blocks import BlockMask, TileLists
-from .launch import DTYPES, BwdBuffers, Call, bwd_calls, dkdv_call, dq_call, fwd_call, kernels_for
+from .launch import DTYPES, GRAD_KINDS, BwdBuffers, Call, fwd_call, kernels_for, preprocess_call
 from ..codegen.configs import SM90_FWD, tile_config
 from .param_grads import diag_call
 
@@ -109,10 +109,9 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
     if kern.sm90:
         calls.append(fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, SM90_FWD))
     buffers = BwdBuffers(do, lse, q, k, v, out, lse, lse, lse, q, k, v)
-    # preprocess and the one-launch backward (the defaults), and dK/dV and dQ as separate launches
-    # (where tuned configs differ)
-    calls += bwd_calls(kern, buffers, named, 0.125, bm)
-    calls += [dkdv_call(kern, buffers, named, 0.125, bm), dq_call(kern, buffers, named, 0.125, bm)]
+    # preprocess, the one-launch backward (the default) and dK/dV and dQ as two launches
+    # (ATTNFORGE_FUSED_BWD=0)
+    calls += [preprocess_call(kern, buffers), *(make(kern, buffers, named, 0.125, bm) for make in GRAD_KINDS.values())]
     for i in kern.diag_loads:  # learnable reads indexed by q_idx - kv_idx
         cfg = tile_config("bwd_diag", spec.block_d)
         part = meta(H, 2 * n * 2 - 1, cfg.block_m, cfg.block_m, dt=torch.float32)

@@ -297,14 +297,6 @@ def grad_kinds() -> tuple[str, ...]:
     return ("bwd",) if FUSED_BWD else ("bwd_dkdv", "bwd_dq")
 
 
-def bwd_calls(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask,
-              configs: dict | None = None) -> list[Call]:
-    """preprocess, then the gradient kernels (`configs`: kind -> tuned config; default otherwise)."""
-    configs = configs or {}
-    return [preprocess_call(k, t), *(GRAD_KINDS[kind](k, t, tensors, scale, bm, configs.get(kind))
-                                     for kind in grad_kinds())]
-
-
 def _options(cfg) -> dict:
     return {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
 
@@ -397,7 +389,7 @@ os.register_at_fork(before=lambda: _wait(_PENDING))
 
 def compile_backward_ahead(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: BlockMask):
     """Compile the backward's kernels on threads while the forward's kernel compiles and runs:
-    Triton's compiler releases the GIL, so the four compile at once instead of one after another
+    Triton's compiler releases the GIL, so they compile at once instead of one after another
     (the first backward waits for them). Stand-ins for the backward's buffers have their dtypes, shapes
     and strides (gradients are allocated like q, k and v; dO is made contiguous like out; dLSE is
     materialized like lse), so the JIT specializes as it will then; where it does not, the backward
