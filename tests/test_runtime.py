@@ -358,3 +358,67 @@ def test_steady_state_calls_do_no_compiler_work():
                       or (f"attnforge{os.sep}ir{os.sep}" in f and name in ("walk", "children", "as_flex"))
                       or (f.endswith(f"codegen{os.sep}__init__.py") and name not in ("block_d", "block_dv")))
     assert not compiler, compiler
+
+
+def test_autotuner_keeps_the_fastest_fitting_candidate_and_reuses_it(tmp_path, monkeypatch):
+    """Every candidate of the kind's head-dim bucket is timed on the call's own arguments, those that
+    do not fit the GPU are skipped, the fastest is saved on disk and served later without timing."""
+    import json
+    from types import SimpleNamespace
+
+    import triton
+
+    from attnforge.codegen.configs import candidates
+    from attnforge.runtime import autotune
+
+    monkeypatch.setenv("ATTNFORGE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(autotune, "_TABLE", None)
+    monkeypatch.setattr(autotune, "_FORCED", True)
+    monkeypatch.setattr(autotune, "interpreting", lambda: False)  # timing needs a GPU: launches are faked
+    kern = SimpleNamespace(key="variant-key", spec=SimpleNamespace(block_d=128))
+    cands = candidates("bwd", 128)
+    too_big, fastest = cands[1], cands[2]
+    times = {c: 1.0 + i for i, c in enumerate(cands)}
+    times[fastest] = 0.5
+    times[too_big] = 0.1  # would win, but does not fit
+    launched = []
+
+    def fake_launch(kernels, cfg, fallback=True):
+        assert not fallback  # the tuner times configs as they are
+        if cfg == too_big:
+            raise triton.runtime.errors.OutOfResources(300000, 232448, "shared memory")
+        launched.append(cfg)
+
+    monkeypatch.setattr(triton.testing, "do_bench", lambda fn, **kw: (fn(), times[launched[-1]])[1])
+    got = autotune.config_for(kern, "bwd", 2000, lambda cfg: cfg, fake_launch)
+    assert got == fastest
+    key = autotune.tuning_key(kern.key, "bwd", 2000)
+    assert set(autotune.TIMINGS[key]) == {c.label for c in cands if c != too_big}
+    saved = json.loads((tmp_path / "autotune.json").read_text())[key]
+    assert saved == [fastest.block_m, fastest.block_n, fastest.num_warps, fastest.num_stages, fastest.tma,
+                     fastest.sm90]
+    # a later process: read from disk, nothing timed; lengths of the same power-of-two bucket share it
+    monkeypatch.setattr(autotune, "_TABLE", None)
+    launched.clear()
+    assert autotune.config_for(kern, "bwd", 1500, lambda cfg: cfg, fake_launch) == fastest and not launched
+
+
+def test_backward_runs_the_tuned_one_launch_config(tmp_path, monkeypatch):
+    """A tuned choice for the one-launch backward is what the backward launches (here a 32-row
+    tile, not the default 64), and its gradients stay right."""
+    from attnforge.runtime import autotune, launch, ops
+    from test_kernels import check_variant
+
+    monkeypatch.setenv("ATTNFORGE_CACHE_DIR", str(tmp_path))
+    variant = attnforge.compile("attention t() { mask = q_idx >= kv_idx }")
+    q, k, v = _qkv(130)
+    kern = ops._kernels(variant._key, q, k, v)
+    monkeypatch.setattr(autotune, "_TABLE", {autotune.tuning_key(kern.key, "bwd", 130): [32, 64, 4, 3, True, False]})
+    monkeypatch.setattr(autotune, "interpreting", lambda: False)  # choices are looked up (tuning stays off)
+    calls = []
+    real = launch.launch
+    monkeypatch.setattr(launch, "launch", lambda k_, call, *a, **kw: (calls.append(call), real(k_, call, *a, **kw)))
+    check_variant(variant, 1, 2, 2, 130, 130, 16, 16, torch.float32)
+    (bwd,) = [c for c in calls if c.kind == "bwd"]
+    assert (bwd.constexprs["BLOCK_M"], bwd.constexprs["BLOCK_N"]) == (32, 64)
+    assert [c.kind for c in calls if c.kind.startswith("bwd")] == ["bwd_preprocess", "bwd"]
