@@ -105,6 +105,13 @@ def _meta_args(lists: TileLists) -> list:
     return [s_nb, s_nh, s_ib, s_ih, ind.shape[-1]]
 
 
+def _walk(bm: BlockMask, rows: str, block: int) -> list:
+    """What programs over `rows` tiles ("q": query tiles, walking key tiles; "kv": the reverse) read
+    of the block metadata: partial and full tile lists, the tiles' heaviest-first order, strides."""
+    lists, full = (bm.kv, bm.kv_full) if rows == "q" else (bm.q, bm.q_full)
+    return [lists.num, lists.ind, full.num, full.ind, bm.order(rows, block), *_meta_args(lists)]
+
+
 def param_args(k: Kernels, tensors: dict) -> list:
     args = []
     for name in k.params:
@@ -173,8 +180,7 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
         cfg = tile_config("fwd", k.spec.block_d)
     args = [q, k_, v, out, lse, *q.stride(), *k_.stride(), *v.stride(), *out.stride(),
             lse.stride(0), lse.stride(1), Lq, Lk, H, scale,
-            bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, bm.order("q", cfg.block_m),
-            *_meta_args(bm.kv), *param_args(k, tensors)]
+            *_walk(bm, "q", cfg.block_m), *param_args(k, tensors)]
     consts = dict(GROUP=k.spec.group, D=D, DV=DV, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                   BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m,
                   SPARSE_N=bm.block_n)
@@ -245,8 +251,7 @@ def dkdv_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockM
     cfg = cfg or tile_config("bwd_dkdv", k.spec.block_d)
     return Call("bwd_dkdv", "attn_bwd_dkdv", (Lk, B * HKV, cfg.block_n),
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dk, t.dv, *_bwd_strides(t), Lq, Lk, H, HKV,
-                 scale, bm.q.num, bm.q.ind, bm.q_full.num, bm.q_full.ind, bm.order("kv", cfg.block_n),
-                 *_meta_args(bm.q), *param_args(k, tensors)],
+                 scale, *_walk(bm, "kv", cfg.block_n), *param_args(k, tensors)],
                 dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), _options(cfg))
 
 
@@ -257,8 +262,7 @@ def dq_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMas
     cfg = cfg or tile_config("bwd_dq", k.spec.block_d)
     return Call("bwd_dq", "attn_bwd_dq", (Lq, B * H, cfg.block_m),
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dq, *_bwd_strides(t), Lq, Lk, H, scale,
-                 bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, bm.order("q", cfg.block_m),
-                 *_meta_args(bm.kv), *param_args(k, tensors)],
+                 *_walk(bm, "q", cfg.block_m), *param_args(k, tensors)],
                 dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), _options(cfg))
 
 
@@ -272,9 +276,8 @@ def bwd_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMa
     n_kv, n_q = triton.cdiv(Lk, cfg.block_n), triton.cdiv(Lq, cfg.block_m)
     return Call("bwd", "attn_bwd", (n_kv, n_q, B * HKV, k.spec.group),
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dq, t.dk, t.dv, *_bwd_strides(t), Lq, Lk, H, HKV, scale,
-                 bm.q.num, bm.q.ind, bm.q_full.num, bm.q_full.ind, bm.order("kv", cfg.block_n), *_meta_args(bm.q),
-                 bm.kv.num, bm.kv.ind, bm.kv_full.num, bm.kv_full.ind, bm.order("q", cfg.block_m),
-                 *_meta_args(bm.kv), n_kv, n_q, *param_args(k, tensors)],
+                 *_walk(bm, "kv", cfg.block_n), *_walk(bm, "q", cfg.block_m), n_kv, n_q,
+                 *param_args(k, tensors)],
                 dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), _options(cfg))
 
 
