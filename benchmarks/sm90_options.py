@@ -47,6 +47,7 @@ def main():
             variant = bench.case_inputs(case, 1, 1, 16, D)[0]
             flops = 4 * B * H * L * L * D * bench.density(mask, L)
             blk = create_block_mask(mask, None, None, L, L, device="cuda") if mask else None
+            torch._dynamo.reset()  # a static compile per case (a second shape would compile a dynamic one)
             flex = torch.compile(flex_attention)
             gold = run(variant, q, k, v, tile_config("fwd", D))
             res = {"flex": _time(lambda: flex(q, k, v, score_mod=case.score_mod, block_mask=blk), True),

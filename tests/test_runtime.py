@@ -107,6 +107,81 @@ def test_start_up_work_runs_on_a_thread_that_a_fork_joins(tmp_path):
         assert out.returncode == 0, out.stderr
 
 
+def test_a_first_launch_waits_for_tritons_start_up_but_not_for_sympys():
+    """wait() (what a first launch calls) returns once the parser's and Triton's start-up work is
+    done, while sympy's still runs; join() (what a fork calls) waits for all of it."""
+    script = textwrap.dedent("""
+        import os, threading
+        os.environ["ATTNFORGE_WARMUP"] = "0"
+        import attnforge
+        from attnforge.runtime import warmup
+        release, steps = threading.Event(), []
+        warmup._parser = lambda: steps.append("parser")
+        warmup._triton_key = lambda: steps.append("triton_key")
+        warmup._triton_driver = lambda: steps.append("driver")
+        warmup._gluon = lambda: steps.append("gluon")
+        warmup._sympy = lambda: (release.wait(), steps.append("sympy"))
+        os.environ["ATTNFORGE_WARMUP"], os.environ["TRITON_INTERPRET"] = "1", "0"
+        warmup.start()
+        warmup.wait()
+        assert steps == ["parser", "triton_key", "driver", "gluon"] and warmup._thread.is_alive(), steps
+        release.set()
+        warmup.join()
+        assert steps[-1] == "sympy" and not warmup._thread.is_alive()
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_tritons_installation_key_is_kept_on_disk(tmp_path, monkeypatch):
+    """The start-up thread computes Triton's installation key once per installation (it hashes
+    libtriton, ~0.4-1 s) and keeps it in the cache dir: the next process reads it, and Triton's
+    compile keys see the same value; another installation (a changed file stamp) computes it again."""
+    import triton.runtime.cache as tcache
+    from attnforge.runtime import warmup
+
+    monkeypatch.setenv("ATTNFORGE_CACHE_DIR", str(tmp_path))
+    real = tcache.triton_key
+    monkeypatch.setattr(tcache, "triton_key", real)  # restored after the test
+    warmup._triton_key()
+    assert tcache.triton_key() == real() and (tmp_path / "triton_key.json").exists()
+
+    def must_not_hash():
+        raise AssertionError("hashed the installation again")
+
+    monkeypatch.setattr(tcache, "triton_key", must_not_hash)
+    warmup._triton_key()  # a new process: from disk
+    assert tcache.triton_key() == real()
+    calls = []
+    monkeypatch.setattr(tcache, "triton_key", lambda: calls.append(1) or "other-key")
+    monkeypatch.setattr(warmup, "_installation_stamp", lambda root: "another installation")
+    warmup._triton_key()
+    assert calls == [1] and tcache.triton_key() == "other-key"
+
+
+def test_lowered_programs_are_kept_on_disk(tmp_path, monkeypatch):
+    """A new process reads a program's pass pipeline output from disk instead of running the passes;
+    a corrupt entry is lowered again."""
+    from attnforge.passes import lower
+    from attnforge.runtime.cache import load_lowered
+
+    prog = attnforge.compile(str(EXAMPLES / "softcap.attn")).program
+    monkeypatch.setenv("ATTNFORGE_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def counted(p):
+        calls.append(p)
+        return lower(p)
+
+    first = load_lowered(prog, counted)
+    again = load_lowered(prog, counted)
+    assert len(calls) == 1 and again == first and repr(again) == repr(lower(prog))
+    (entry,) = (tmp_path / "lowered").iterdir()
+    entry.write_bytes(b"not a pickle")
+    assert load_lowered(prog, counted) == first and len(calls) == 2
+
+
 def test_a_fork_waits_for_compiles_under_way():
     """The backward's kernels compile on threads that end with their compiles; a fork in the
     meantime waits for them (here with stand-in jobs: one slow, one failing)."""

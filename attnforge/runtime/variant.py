@@ -16,6 +16,7 @@ from .. import reference as ref
 from ..codegen import KINDS, SPARSE_BLOCK, Spec
 from . import ops
 from .blocks import BlockMask, build_block_mask
+from .cache import load_lowered
 from ..codegen import fast_math, generate
 from .launch import DTYPES
 from .validate import check_inputs
@@ -23,7 +24,7 @@ from .validate import check_inputs
 
 @lru_cache(maxsize=512)
 def lowered(prog: Program) -> Program:
-    return lower(prog)
+    return load_lowered(prog, lower)
 
 
 def describe(prog: Program) -> str:
