@@ -1,22 +1,37 @@
-"""IR -> IR passes. `lower()` runs them in order; `PIPELINE` is the flat list."""
+"""IR -> IR passes. `lower()` runs them in order; `PIPELINE` is the flat list.
+
+The pass modules (and sympy, which the simplifier and the differentiator stand on) are imported on
+first use: a process whose lowered programs come from the disk cache (`runtime/cache.py`) never
+imports sympy.
+"""
 from __future__ import annotations
 
+import importlib
 import os
 
 from ..ir.program import Program
 from ..ir.verify import verify
-from .canonicalize import canonicalize
-from .classify_blocks import classify_blocks
-from .differentiate import differentiate
-from .simplify import simplify
 
-PIPELINE = [
-    ("canonicalize", canonicalize),
-    ("simplify", simplify),
-    # analyses read the simplified expressions, so they come last
-    ("classify_blocks", classify_blocks),
-    ("differentiate", differentiate),
-]
+PASSES = ("canonicalize", "simplify", "classify_blocks", "differentiate")  # analyses come last:
+# they read the simplified expressions. Each is a function of its module's name.
+
+
+def _load() -> list:
+    """Import the pass modules; their functions take the package's names (an imported submodule
+    binds its module to the name; the function is what `from attnforge.passes import simplify`
+    means)."""
+    fns = [getattr(importlib.import_module(f".{name}", __name__), name) for name in PASSES]
+    globals().update(zip(PASSES, fns))
+    return list(zip(PASSES, fns))
+
+
+def __getattr__(name: str):
+    if name == "PIPELINE":
+        return _load()
+    if name in PASSES:
+        _load()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def lower(prog: Program, on_pass=None) -> Program:
@@ -25,7 +40,7 @@ def lower(prog: Program, on_pass=None) -> Program:
     debug = os.environ.get("ATTN_DEBUG") == "1"
     if on_pass is not None:
         on_pass("input", prog)
-    for name, fn in PIPELINE:
+    for name, fn in _load():
         prog = fn(prog)
         if debug:
             verify(prog)

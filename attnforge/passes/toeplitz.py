@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from ..ir.expr import INT, Expr, Load, Var, binary, children, rewrite, walk
 from ..ir.program import Program
-from .sympy_bridge import Bridge, Unsupported
 
 KV = Var("kv_idx", INT)
 R = Var("_r", INT)
@@ -25,6 +24,8 @@ def _kv_free(e: Expr) -> bool:
     """e (q_idx already replaced by kv_idx + _r) provably does not depend on kv_idx."""
     if not _reads_kv(e):
         return True
+    from .sympy_bridge import Bridge, Unsupported  # sympy: only for programs with such reads
+
     bridge = Bridge()
     try:
         s = bridge.to_sympy(e).expand()

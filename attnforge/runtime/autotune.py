@@ -18,7 +18,7 @@ from typing import Callable
 import triton
 
 from ..codegen.configs import TileConfig, candidates
-from .cache import _write_atomic, cache_dir, interpreting
+from .cache import write_atomic, cache_dir, interpreting
 
 _LOCK = threading.Lock()
 _TABLE: dict[str, list[int]] | None = None
@@ -61,7 +61,7 @@ def _save(key: str, cfg: TileConfig) -> None:
             table = {}
         table.update(_table())
         table[key] = [cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages, cfg.tma, cfg.sm90]
-        _write_atomic(_path(), json.dumps(table, indent=1, sort_keys=True))
+        write_atomic(_path(), json.dumps(table, indent=1, sort_keys=True))
         _TABLE = table
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import pickle
@@ -42,7 +43,7 @@ def cache_key(*parts: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def _write_atomic(path: Path, data: str | bytes) -> None:
+def write_atomic(path: Path, data: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
@@ -86,7 +87,7 @@ def load_module(key: str, build, interpret: bool):
                 STATS["rebuilt"] += 1
                 mod = None
         if mod is None:
-            _write_atomic(path, build())
+            write_atomic(path, build())
             STATS["generated"] += 1
             mod = _import(path, name, interpret)
         _MEMORY[key] = mod
@@ -110,7 +111,7 @@ def load_lowered(prog, lower):
         pass
     out = lower(prog)
     try:
-        _write_atomic(path, pickle.dumps(out))
+        write_atomic(path, pickle.dumps(out))
     except OSError:  # a read-only cache dir: lowering still works
         pass
     return out
@@ -118,11 +119,9 @@ def load_lowered(prog, lower):
 
 @functools.cache
 def _passes_hash() -> str:
-    import sympy
-
     root = Path(__file__).resolve().parent.parent
     files = sorted([*(root / "passes").glob("*.py"), *(root / "ir").glob("*.py")])
-    h = hashlib.sha256(sympy.__version__.encode())
+    h = hashlib.sha256(importlib.metadata.version("sympy").encode())  # (without importing sympy)
     for f in files:
         h.update(f.read_bytes())
     return h.hexdigest()[:16]

@@ -4,14 +4,14 @@ A new process pays, before its first kernel runs, for work that does not depend 
 Triton keys its disk cache with a hash of its own installation (it reads the 400 MB libtriton.so:
 ~0.4 s on the H100 machine; attnforge keeps that key on disk, see `_triton_key`), builds or loads
 its CUDA driver helpers, and imports gluon on its first argument specialization; the DSL parser
-builds its LALR tables (from lark's disk cache when warm), and sympy imports the parts of its
-simplifier on first use. None of that touches the GPU, so `start()` (called when attnforge is
-imported) runs it on a daemon thread: the parser's part, Triton's, then sympy's. A first launch
-calls `wait()`, which waits for all but sympy's (not on its path: a warm process finds its lowered
-programs on disk and never simplifies); a fork joins the whole thread,
-so a child never inherits a half-done import. Nothing here creates a CUDA context: `import
-attnforge` stays safe before a fork. ATTNFORGE_WARMUP=0 turns it off (the same work then happens
-on the first call).
+builds its LALR tables (from lark's disk cache when warm). None of that touches the GPU, so
+`start()` (called when attnforge is imported) runs it on a daemon thread; the first compile calls
+`wait()`, which joins the thread instead of repeating its work. (sympy is not warmed up here: a
+warm process finds its lowered programs on disk and never imports it, and importing it on this
+thread would hold the interpreter lock while the first call runs.) Nothing here creates a CUDA
+context: `import attnforge` stays safe before a fork, and `os.register_at_fork` joins the thread
+first, so a child never inherits a half-done import. ATTNFORGE_WARMUP=0 turns it off (the same work
+then happens on the first call).
 """
 from __future__ import annotations
 
@@ -22,10 +22,9 @@ import os
 import threading
 from pathlib import Path
 
-from .._cachedir import cache_dir
+from .cache import cache_dir, write_atomic
 
 _thread: threading.Thread | None = None
-_launch_ready = threading.Event()  # Triton's start-up is done (or failed: the launch redoes it)
 
 
 _SAMPLE = """attention sample(bias: f32[H, R], doc: i32[L]) {
@@ -40,12 +39,6 @@ _SAMPLE = """attention sample(bias: f32[H, R], doc: i32[L]) {
 def _parser() -> None:
     from ..dsl.parser import lark_parser
     lark_parser().parse(_SAMPLE)  # lark builds each lexer state's scanner on its first use
-
-
-def _sympy() -> None:  # sympy imports its simplifier's parts on first use (~0.1 s of a first score_mod)
-    import sympy as sp
-    x = sp.Symbol("x")
-    sp.simplify(30 * sp.tanh(x / 30) + sp.exp(x) * sp.log(x + 1) - sp.sqrt(x) ** 2)
 
 
 def _installation_stamp(root: Path) -> str:
@@ -77,8 +70,7 @@ def _triton_key() -> None:
     key = known.get(stamp)
     if key is None:
         key = tcache.triton_key()
-        from .cache import _write_atomic
-        _write_atomic(path, json.dumps({stamp: key}))  # one installation per cache dir, usually
+        write_atomic(path, json.dumps({stamp: key}))  # one installation per cache dir, usually
     tcache.triton_key = lambda: key
 
 
@@ -95,7 +87,6 @@ def _work() -> None:
     steps = [_parser]
     if os.environ.get("TRITON_INTERPRET") != "1":  # the compiler's start-up, not the interpreter's
         steps += [_triton_key, _triton_driver, _gluon]
-    steps += [_launch_ready.set, _sympy]
     for step in steps:
         # each step is an optimisation only: where one fails (a Triton that moved a name, no
         # driver), the first call does the same work on its own path and reports a real error there
@@ -103,7 +94,6 @@ def _work() -> None:
             step()
         except Exception:  # noqa: BLE001 - see above
             pass
-    _launch_ready.set()
 
 
 def start() -> None:
@@ -112,17 +102,11 @@ def start() -> None:
         return
     _thread = threading.Thread(target=_work, name="attnforge-warmup", daemon=True)
     _thread.start()
-    os.register_at_fork(before=join)
+    os.register_at_fork(before=wait)
 
 
 def wait() -> None:
-    """Block until Triton's start-up work is done (at once when it is, or never started)."""
-    if _thread is not None and _thread is not threading.current_thread():
-        _launch_ready.wait()
-
-
-def join() -> None:
-    """Block until all the start-up work is done."""
+    """Block until the start-up work is done (at once when it is, or never started)."""
     t = _thread
     if t is not None and t is not threading.current_thread():
         t.join()
