@@ -10,8 +10,8 @@ builds its LALR tables (from lark's disk cache when warm). None of that touches 
 warm process finds its lowered programs on disk and never imports it, and importing it on this
 thread would hold the interpreter lock while the first call runs.) Nothing here creates a CUDA
 context: `import attnforge` stays safe before a fork, and `os.register_at_fork` joins the thread
-first, so a child never inherits a half-done import. ATTNFORGE_WARMUP=0 turns it off (the same work
-then happens on the first call).
+first, so a child never inherits a half-done import. ATTNFORGE_WARMUP=0 turns the thread off: the
+first compile then does the same work itself.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from pathlib import Path
 from .cache import cache_dir, write_atomic
 
 _thread: threading.Thread | None = None
+_inline_done = False  # ATTNFORGE_WARMUP=0: the first wait() did the work on its own thread
 
 
 _SAMPLE = """attention sample(bias: f32[H, R], doc: i32[L]) {
@@ -106,7 +107,13 @@ def start() -> None:
 
 
 def wait() -> None:
-    """Block until the start-up work is done (at once when it is, or never started)."""
+    """Block until the start-up work is done (at once when it is); with the thread off, do it here,
+    once."""
+    global _inline_done
     t = _thread
-    if t is not None and t is not threading.current_thread():
+    if t is None:
+        if not _inline_done:
+            _inline_done = True
+            _work()
+    elif t is not threading.current_thread():
         t.join()
