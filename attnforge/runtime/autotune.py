@@ -18,7 +18,7 @@ from typing import Callable
 import triton
 
 from ..codegen.configs import TileConfig, candidates
-from .cache import write_atomic, cache_dir, interpreting
+from .cache import cache_dir, interpreting, write_atomic
 
 _LOCK = threading.Lock()
 _TABLE: dict[str, list[int]] | None = None

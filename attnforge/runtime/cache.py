@@ -1,6 +1,7 @@
-"""Generated kernel modules, cached in memory and on disk.
+"""Generated kernel modules, cached in memory and on disk; lowered programs (the pass pipeline's
+output), on disk.
 
-Key: IR hash + specialization + kernel kind + template hash + GPU capability (or "interpret") +
+Kernel key: IR hash + specialization + kernel kind + template hash + GPU capability (or "interpret") +
 torch/triton versions. Disk entries live in $ATTNFORGE_CACHE_DIR (default ~/.cache/attnforge) and
 are written atomically (temp file + rename), so two processes building the same kernel both
 succeed; an entry that fails to load is rebuilt, not fatal. Triton caches the compiled binaries of
@@ -23,6 +24,7 @@ import torch
 import triton
 
 from .._cachedir import cache_dir
+from ..ir.program import Program
 
 STATS = {"generated": 0, "disk_hits": 0, "memory_hits": 0, "rebuilt": 0}
 _MEMORY: dict[str, object] = {}
@@ -94,13 +96,11 @@ def load_module(key: str, build, interpret: bool):
         return mod
 
 
-def load_lowered(prog, lower):
+def load_lowered(prog: Program, lower) -> Program:
     """`lower(prog)` (the pass pipeline), kept on disk: a new process reads what an earlier one
     lowered instead of running the passes (sympy's simplifier among them: 0.01-0.15 s a variant, and
     its imports ~0.3 s, on a first compile). Keyed by the program's repr, the passes' and IR's code
     and sympy's version; an entry that fails to load is rebuilt."""
-    from ..ir.program import Program
-
     key = cache_key(repr(prog), _passes_hash())
     path = cache_dir() / "lowered" / f"{key}.pkl"
     try:

@@ -71,7 +71,7 @@ def _triton_key() -> None:
     key = known.get(stamp)
     if key is None:
         key = tcache.triton_key()
-        write_atomic(path, json.dumps({stamp: key}))  # one installation per cache dir, usually
+        write_atomic(path, json.dumps({**known, stamp: key}))  # (a cache dir shared by installations)
     tcache.triton_key = lambda: key
 
 
