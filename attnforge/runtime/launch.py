@@ -185,9 +185,9 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
                   BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m,
                   SPARSE_N=bm.block_n)
     if sm90:
-        # Q, K and V as TMA descriptors over the whole tensors (built on the host: no program
+        # Q, K, V and O as TMA descriptors over the whole tensors (built on the host: no program
         # builds its own)
-        args[:3] = _sm90_descriptors(q, k_, v, cfg, k.spec)
+        args[:4] = _sm90_descriptors(q, k_, v, out, cfg, k.spec)
         return Call("fwd_sm90", "attn_fwd", (Lq, B * H, cfg.block_m), args,
                     dict(consts, STAGES=cfg.num_stages, CONSUMER_REGS=SM90_CONSUMER_REGS, PINGPONG=SM90_PINGPONG),
                     {"num_warps": cfg.num_warps})
@@ -203,15 +203,16 @@ def _nvmma_layout(dtype: torch.dtype, rows: int, cols: int):
                                                                     torch.float16: gl.float16}[dtype])
 
 
-def _sm90_descriptors(q, k_, v, cfg: TileConfig, spec: Spec) -> list:
+def _sm90_descriptors(q, k_, v, out, cfg: TileConfig, spec: Spec) -> list:
     """[B, H, L, D] descriptors with [1, 1, rows, padded D] boxes: half a query tile (one consumer
-    group's rows) for Q, a key tile for K and V."""
+    group's rows) for Q and O, a key tile for K and V."""
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+    half = cfg.block_m // 2
     return [TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, cols],
                              _nvmma_layout(t.dtype, rows, cols))
-            for t, rows, cols in ((q, cfg.block_m // 2, spec.block_d), (k_, cfg.block_n, spec.block_d),
-                                  (v, cfg.block_n, spec.block_dv))]
+            for t, rows, cols in ((q, half, spec.block_d), (k_, cfg.block_n, spec.block_d),
+                                  (v, cfg.block_n, spec.block_dv), (out, half, spec.block_dv))]
 
 
 @dataclass
