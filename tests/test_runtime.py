@@ -258,6 +258,27 @@ def test_which_variants_the_sm90_forward_covers(source, dtype, d, expected):
     assert sm90_forward(attnforge.compile(source).lowered, Spec(dtype, d, d, 1)) is expected
 
 
+def test_the_sm90_forward_needs_tma_aligned_rows_in_out_too():
+    """The Gluon forward reads Q, K, V and writes O through TMA descriptors, which need 16-byte
+    aligned row strides: a V sliced from a wider tensor (aligned) whose head dim (100) leaves the
+    output's rows unaligned (200 bytes) takes the Triton forward."""
+    from attnforge.codegen import Spec
+    from attnforge.runtime.aot import _meta_lists
+    from attnforge.runtime.blocks import BlockMask
+    from attnforge.runtime.launch import fwd_call, kernels_for
+
+    v = attnforge.compile(CAUSAL)
+    kern = kernels_for(v.lowered, v.program, Spec("bfloat16", 128, 100, 1), torch.device("meta"))
+    kern.sm90 = kern.tma = True
+    q, k = (torch.empty(1, 2, 256, 128, dtype=torch.bfloat16, device="meta") for _ in range(2))
+    lse = torch.empty(1, 2, 256, dtype=torch.float32, device="meta")
+    bm = BlockMask(256, 256, 128, 128, *(_meta_lists(2, 2) for _ in range(4)))
+    for dv_alloc, kind in ((100, "fwd"), (104, "fwd_sm90")):
+        vv = torch.empty(1, 2, 256, 128, dtype=torch.bfloat16, device="meta")[..., :100]
+        out = torch.empty(1, 2, 256, dv_alloc, dtype=torch.bfloat16, device="meta")[..., :100]
+        assert fwd_call(kern, q, k, vv, out, lse, {}, 0.1, bm).kind == kind
+
+
 def test_cli_inspect_triton_and_blocks():
     run = [sys.executable, "-m", "attnforge.cli", "inspect", str(EXAMPLES / "alibi.attn")]
     out = subprocess.run(run + ["--stage", "triton"], capture_output=True, text=True, timeout=120)

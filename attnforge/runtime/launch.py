@@ -173,7 +173,7 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
     Lk, DV = k_.shape[2], v.shape[3]
     # the Gluon forward wherever it applies, unless the autotuner chose a Triton config
     # (TMA descriptors need non-empty tensors)
-    sm90 = k.sm90 and (cfg is None or cfg.sm90) and _tma_ok(k, q, k_, v) and q.numel() * k_.numel() > 0
+    sm90 = k.sm90 and (cfg is None or cfg.sm90) and _tma_ok(k, q, k_, v, out) and q.numel() * k_.numel() > 0
     if sm90:
         cfg = cfg or SM90_FWD
     elif cfg is None or cfg.sm90:
