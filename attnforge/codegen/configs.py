@@ -49,6 +49,9 @@ P = False  # a candidate's last field: load through pointers even where TMA coul
 # B=4 H=16 L=8192 D=128 full 3.58 ms vs 5.04 for the Triton forward and 4.45 for flex, causal 2.08
 # vs 2.52 and 2.64; B=16 H=16 L=2048 (host-built descriptors) full 0.98 vs 1.26 and 1.16, causal
 # 0.68 vs 0.79 and 0.81. Two stages: 8-13% slower; without ping-pong or at 232 registers: within 3%.
+# O written back by one TMA copy per consumer group (seventh session): 1-13% faster than stores from
+# registers (B=16 H=16 L=2048: full 1.02 ms, causal 0.63, document8 0.28). A persistent variant (one
+# program per SM taking tiles from a counter) measured within noise or slower and was dropped.
 SM90_FWD = TileConfig(128, 128, 4, 3, True, True)
 SM90_CONSUMER_REGS = 240
 SM90_PINGPONG = True  # the two consumer groups take turns issuing their products
