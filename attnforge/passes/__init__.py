@@ -6,8 +6,12 @@ imports sympy.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.metadata
 import os
+from functools import cache
+from pathlib import Path
 
 from ..ir.program import Program
 from ..ir.verify import verify
@@ -34,6 +38,17 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+@cache
+def code_hash() -> str:
+    """Hash of everything that shapes a lowered program: the passes' and the IR's code and sympy's
+    version (read without importing sympy); keys the disk cache of lowered programs."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256(importlib.metadata.version("sympy").encode())
+    for f in sorted([*(root / "passes").glob("*.py"), *(root / "ir").glob("*.py")]):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def lower(prog: Program, on_pass=None) -> Program:
     """Run every pass; `on_pass(name, program)` sees the input ("input") and each pass's output."""
     verify(prog)
@@ -49,4 +64,4 @@ def lower(prog: Program, on_pass=None) -> Program:
     return prog
 
 
-__all__ = ["PIPELINE", "lower", "canonicalize", "simplify", "classify_blocks", "differentiate"]
+__all__ = ["PIPELINE", "code_hash", "lower", "canonicalize", "simplify", "classify_blocks", "differentiate"]

@@ -9,9 +9,7 @@ these sources in its own cache.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib.metadata
 import importlib.util
 import os
 import pickle
@@ -25,6 +23,7 @@ import triton
 
 from .._cachedir import cache_dir
 from ..ir.program import Program
+from ..passes import code_hash
 
 STATS = {"generated": 0, "disk_hits": 0, "memory_hits": 0, "rebuilt": 0}
 _MEMORY: dict[str, object] = {}
@@ -99,9 +98,9 @@ def load_module(key: str, build, interpret: bool):
 def load_lowered(prog: Program, lower) -> Program:
     """`lower(prog)` (the pass pipeline), kept on disk: a new process reads what an earlier one
     lowered instead of running the passes (sympy's simplifier among them: 0.01-0.15 s a variant, and
-    its imports ~0.3 s, on a first compile). Keyed by the program's repr, the passes' and IR's code
-    and sympy's version; an entry that fails to load is rebuilt."""
-    key = cache_key(repr(prog), _passes_hash())
+    its imports ~0.3 s, on a first compile). Keyed by the program's repr and `passes.code_hash()`;
+    an entry that fails to load is rebuilt."""
+    key = cache_key(repr(prog), code_hash())
     path = cache_dir() / "lowered" / f"{key}.pkl"
     try:
         out = pickle.loads(path.read_bytes())
@@ -115,16 +114,6 @@ def load_lowered(prog: Program, lower) -> Program:
     except OSError:  # a read-only cache dir: lowering still works
         pass
     return out
-
-
-@functools.cache
-def _passes_hash() -> str:
-    root = Path(__file__).resolve().parent.parent
-    files = sorted([*(root / "passes").glob("*.py"), *(root / "ir").glob("*.py")])
-    h = hashlib.sha256(importlib.metadata.version("sympy").encode())  # (without importing sympy)
-    for f in files:
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def clear_memory() -> None:
