@@ -1,5 +1,5 @@
 """Time the sm_90 Gluon forward's schedule options (ping-pong between the consumer warp groups,
-pipeline stages, consumer registers) against attnforge's Triton forward (its default tile) and
+pipeline stages, consumer registers, key-tile size) against attnforge's Triton forward (its default tile) and
 torch.compile(flex_attention), in one process, on cases of `attnforge bench`:
 
     python benchmarks/sm90_options.py --shape 4,16,8192,128 --shape 16,16,2048,128 --cases full document8
@@ -15,7 +15,7 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 import attnforge
 from attnforge import bench
 from attnforge.bench import _time
-from attnforge.codegen.configs import SM90_FWD, TileConfig, tile_config
+from attnforge.codegen.configs import TileConfig, sm90_config, tile_config
 from attnforge.runtime import launch, ops
 
 
@@ -25,8 +25,14 @@ def run(variant, q, k, v, cfg: TileConfig):
     kern, named, bm = ops._prepare(variant._key, q, k, v, captured)
     out = torch.empty_like(q)
     lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
-    launch.launch(kern, launch.fwd_call(kern, q, k, v, out, lse, named, q.shape[-1] ** -0.5, bm, cfg))
+    call = launch.fwd_call(kern, q, k, v, out, lse, named, q.shape[-1] ** -0.5, bm, cfg)
+    if call.kind == "fwd_sm90" and FOLD is not None:
+        call.constexprs["SCALE_POS"] = FOLD
+    launch.launch(kern, call)
     return out
+
+
+FOLD = None  # --fold: the scale in the exponent's FMA (1) or applied before the row max (0)
 
 
 def main():
@@ -35,6 +41,8 @@ def main():
     ap.add_argument("--pingpong", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--stages", type=int, nargs="+", default=[2, 3])
     ap.add_argument("--regs", type=int, nargs="+", default=[232, 240])
+    ap.add_argument("--block-n", type=int, nargs="+", default=[128], help="keys per tile (64 or 128)")
+    ap.add_argument("--fold", type=int, nargs="+", default=[1], help="scale folded into the exponent's FMA (0/1)")
     ap.add_argument("--cases", nargs="+", default=["full", "causal"], help="cases of attnforge.bench")
     args = ap.parse_args()
     for shape in args.shape or ["4,16,8192,128"]:
@@ -52,11 +60,16 @@ def main():
             gold = run(variant, q, k, v, tile_config("fwd", D))
             res = {"flex": _time(lambda: flex(q, k, v, score_mod=case.score_mod, block_mask=blk), True),
                    "triton": _time(lambda: run(variant, q, k, v, tile_config("fwd", D)), True)}
-            for pp, stages, regs in itertools.product(args.pingpong, args.stages, args.regs):
-                launch.SM90_PINGPONG, launch.SM90_CONSUMER_REGS = bool(pp), regs
-                cfg = TileConfig(SM90_FWD.block_m, SM90_FWD.block_n, SM90_FWD.num_warps, stages, True, True)
+            base = sm90_config(D)
+            for pp, stages, regs, bn, fold in itertools.product(args.pingpong, args.stages, args.regs, args.block_n,
+                                                                args.fold):
+                global FOLD
+                FOLD = bool(fold)
+                launch.SM90_CONSUMER_REGS = regs
+                launch.SM90_PINGPONG = dict.fromkeys(launch.SM90_PINGPONG, bool(pp))
+                cfg = TileConfig(base.block_m, bn, base.num_warps, stages, True, True)
                 err = (run(variant, q, k, v, cfg).float() - gold.float()).abs().max().item()
-                label = f"pingpong={int(pp)} s{stages} r{regs}"
+                label = f"pingpong={int(pp)} s{stages} r{regs} n{bn} fold{fold}"
                 res[label] = _time(lambda: run(variant, q, k, v, cfg), True)
                 print(f"  {name} {shape} {label}: {res[label]:.3f} ms (max diff vs the Triton forward {err:.1e})", flush=True)
             print(f"{name} {shape}: " + "  ".join(f"{n} {t:.3f} ms {flops / t / 1e9:.0f} TF/s {res['flex'] / t:.2f}x"

@@ -130,8 +130,8 @@ def _gluon_blocks(prog: Program) -> tuple[str, str]:
 
 def sm90_forward(prog: Program, spec: Spec) -> bool:
     """The Gluon forward (`fwd_sm90`) covers this variant and specialization: 16-bit inputs, head
-    dims padded to 128, and score and mask expressions Gluon can spell."""
-    if spec.dtype not in ("float16", "bfloat16") or spec.block_d != 128 or spec.block_dv != 128:
+    dims padded to 64 or 128 (the same for V), and score and mask expressions Gluon can spell."""
+    if spec.dtype not in ("float16", "bfloat16") or spec.block_d not in (64, 128) or spec.block_dv != spec.block_d:
         return False
     return not any(n in code for code in _gluon_blocks(prog) for n in _NOT_IN_GLUON)
 

@@ -53,13 +53,21 @@ P = False  # a candidate's last field: load through pointers even where TMA coul
 # registers (B=16 H=16 L=2048: full 1.02 ms, causal 0.63, document8 0.28). A persistent variant (one
 # program per SM taking tiles from a counter) measured within noise or slower and was dropped.
 SM90_FWD = TileConfig(128, 128, 4, 3, True, True)
+# head dim 64 (padded): K and V tiles take half the shared memory, so more stages fit
+SM90_FWD_64 = TileConfig(128, 128, 4, 4, True, True)
 SM90_CONSUMER_REGS = 240
-SM90_PINGPONG = True  # the two consumer groups take turns issuing their products
+# by padded head dim:
+SM90_PINGPONG = {64: False, 128: True}  # the two consumer groups take turns issuing their products
+
+
+def sm90_config(block_d: int) -> TileConfig:
+    """The Gluon forward's default tile for a padded head dim (64 or 128)."""
+    return SM90_FWD_64 if block_d <= 64 else SM90_FWD
 
 CONFIGS = {
     "fwd": [
         (64, TileConfig(128, 64, 4, 3),
-         _configs((128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 4, 3, P), (64, 64, 4, 3, P))),
+         _configs((128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 4, 3, P), (64, 64, 4, 3, P)) + [SM90_FWD_64]),
         (128, TileConfig(64, 64, 4, 3, P),
          _configs((64, 64, 4, 3), (64, 64, 4, 2), (128, 128, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3, P),
                   (128, 64, 8, 3, P)) + [SM90_FWD]),

@@ -20,7 +20,7 @@ from ..codegen import Spec
 from ..dsl.trace import TORCH_DTYPES
 from .blocks import BlockMask, TileLists
 from .launch import DTYPES, GRAD_KINDS, BwdBuffers, Call, fwd_call, kernels_for, preprocess_call
-from ..codegen.configs import SM90_FWD, tile_config
+from ..codegen.configs import sm90_config, tile_config
 from .param_grads import diag_call
 
 TARGET = GPUTarget("cuda", 90, 32)
@@ -107,7 +107,7 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
     named.update(tensors or {})
     calls = [fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, tile_config("fwd", spec.block_d))]
     if kern.sm90:
-        calls.append(fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, SM90_FWD))
+        calls.append(fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, sm90_config(spec.block_d)))
     buffers = BwdBuffers(do, lse, q, k, v, out, lse, lse, lse, q, k, v)
     # preprocess, the one-launch backward (the default) and dK/dV and dQ as two launches
     # (ATTNFORGE_FUSED_BWD=0)

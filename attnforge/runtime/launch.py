@@ -14,7 +14,7 @@ import triton.language as tl
 
 from .. import codegen
 from ..codegen import SPARSE_BLOCK, Spec, TileConfig, tile_config
-from ..codegen.configs import SM90_CONSUMER_REGS, SM90_FWD, SM90_PINGPONG
+from ..codegen.configs import SM90_CONSUMER_REGS, SM90_PINGPONG, sm90_config
 from ..ir.program import Program
 from ..passes.toeplitz import reads_batch, toeplitz_loads
 from . import autotune, warmup
@@ -175,7 +175,7 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
     # (TMA descriptors need non-empty tensors)
     sm90 = k.sm90 and (cfg is None or cfg.sm90) and _tma_ok(k, q, k_, v, out) and q.numel() * k_.numel() > 0
     if sm90:
-        cfg = cfg or SM90_FWD
+        cfg = cfg or sm90_config(k.spec.block_d)
     elif cfg is None or cfg.sm90:
         cfg = tile_config("fwd", k.spec.block_d)
     args = [q, k_, v, out, lse, *q.stride(), *k_.stride(), *v.stride(), *out.stride(),
@@ -189,7 +189,8 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
         # builds its own)
         args[:4] = _sm90_descriptors(q, k_, v, out, cfg, k.spec)
         return Call("fwd_sm90", "attn_fwd", (Lq, B * H, cfg.block_m), args,
-                    dict(consts, STAGES=cfg.num_stages, CONSUMER_REGS=SM90_CONSUMER_REGS, PINGPONG=SM90_PINGPONG),
+                    dict(consts, STAGES=cfg.num_stages, CONSUMER_REGS=SM90_CONSUMER_REGS,
+                         PINGPONG=SM90_PINGPONG[k.spec.block_d], SCALE_POS=scale > 0),
                     {"num_warps": cfg.num_warps})
     consts.update(USE_TMA=cfg.tma and _tma_ok(k, k_, v), **precision(q.dtype))
     return Call("fwd", "attn_fwd", (Lq, B * H, cfg.block_m), args, consts, _options(cfg))
