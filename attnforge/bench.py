@@ -161,6 +161,12 @@ def run_case(case: Case, B: int, H: int, L: int, D: int, quick: bool) -> list[di
             fn()
             torch.cuda.synchronize()
             first = time.perf_counter() - t0
+            # one backward before any timing: attnforge compiles a new variant's backward on a
+            # thread while its first forwards run, and that thread's Python work delayed the
+            # launches of short forwards being timed (document8 at 2048 once measured 0.52 ms
+            # instead of 0.28)
+            fwd_bwd()
+            torch.cuda.synchronize()
             t_f = _time(fn, quick)
             t_b = _time(fwd_bwd, quick) - t_f
             q.grad = k.grad = v.grad = None
