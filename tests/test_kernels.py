@@ -9,10 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 import attnforge
 from attnforge.runtime import launch
 from conftest import EXAMPLES, assert_close_rule, load_example
+from strategies import PARAMS, mask_expr, score_expr
 
 ATOL = {torch.float32: (3e-6, 3e-5), torch.float16: (2e-3, 2e-2), torch.bfloat16: (1e-2, 1e-1)}
 
@@ -216,3 +219,30 @@ def test_relative_bias_gradient_through_diagonal_kernel(part_bytes, tile, skew_b
     from attnforge.passes.toeplitz import toeplitz_loads
     assert toeplitz_loads(variant.lowered) == [0]
     check_variant(variant, 3, 4, 2, 150, 200, 24, 24, torch.float32)
+
+
+@given(score_expr, st.none() | mask_expr)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+def test_random_variants_match_the_reference(score, mask):
+    """Random score and mask mods (indices, literals, captured tensors, integer sums in float
+    arithmetic, floor division and modulo) keep their meaning through rendering and the kernels:
+    forward, backward and the captured float tensor's gradient."""
+    from attnforge.ir import Program
+    from attnforge.runtime.variant import Variant
+
+    from attnforge.codegen import loaded_params
+
+    from attnforge.ir.expr import Var, walk
+
+    read = loaded_params(score, *([mask] if mask is not None else []))
+    v = Variant(Program.flex_like("random_variant", tuple(p for p in PARAMS if p.name in read), (), score, mask))
+    # gradients reach q, k and `bias` (the passes drop score terms constant along a row, which
+    # softmax ignores, and a score that ignores `score` leaves q and k none)
+    low_score = v.lowered.as_flex()[0]
+    assume(any(isinstance(n, Var) and n.name == "score" for n in walk(low_score)))
+    assume("bias" not in read or "bias" in loaded_params(low_score))
+    g = torch.Generator().manual_seed(0)
+    tensors = {"doc": torch.randint(0, 3, (300,), generator=g, dtype=torch.int32),
+               "flag": torch.rand(300, generator=g) > 0.3, "bias": torch.randn(4, 300, generator=g) * 0.5}
+    v.tensors = {n: tensors[n] for n in read}
+    check_variant(v, 1, 1, 1, 27, 35, 16, 16, torch.float32)

@@ -91,11 +91,12 @@ class Renderer:
             case Unary(op="not", x=x):
                 return f"~{self._wrap(x)}"
             case Call(fn=fn, x=x):
-                arg = self._expr(x)
                 if fn not in ("abs", "sign", "floor", "ceil") and x.dtype != FLOAT:
-                    arg = f"({arg}).to(tl.float32)"
-                return f"{TL_FUNCS[fn]}({arg})"
+                    return f"{TL_FUNCS[fn]}({self._as_float(x)})"
+                return f"{TL_FUNCS[fn]}({self._expr(x)})"
             case Cast(x=x, dtype=t):
+                if t == FLOAT:
+                    return self._as_float(x)
                 return f"({self._expr(x)} != 0)" if t == BOOL else f"({self._expr(x)}).to({TL_TYPES[t]})"
             case Where(cond=c, a=a, b=b):
                 return f"tl.where({self._expr(c)}, {self._expr(a)}, {self._expr(b)})"
@@ -107,8 +108,37 @@ class Renderer:
         code = self._expr(e)
         return code if _atomic(code) else f"({code})"
 
+    def _as_float(self, e: Expr) -> str:
+        """`e` as float32. A sum or difference of indices and integer literals converts its terms (tile
+        vectors and scalars) and adds them as floats, rather than converting the [rows, cols] integer
+        result: a conversion per score runs on the special-function unit, as exp2 does (ALiBi's
+        `(kv_idx - q_idx) * slope` took one per score). Exact while the terms and the result stay
+        below 2^24 in magnitude (sequences and literals under 2^23)."""
+        if e.dtype == INT and _index_sum(e) and any(isinstance(n, Var) and n.name in self.axes for n in walk(e)):
+            return f"({self._float_sum(e)})"
+        if isinstance(e, Const) and e.dtype == INT:
+            return f"{float(e.value)!r}"
+        code = self._wrap(e)
+        return code if e.dtype == FLOAT else f"{code}.to(tl.float32)"
+
+    def _float_sum(self, e: Expr) -> str:
+        match e:
+            case Const(value=v):
+                return f"{float(v)!r}"
+            case Var(name=n):
+                return f"{self._expr(e)}.to(tl.float32)"
+            case Unary(op="neg", x=x):
+                return f"-({self._float_sum(x)})"
+            case Binary(op=op, a=a, b=b):
+                return f"{self._float_sum(a)} {SYMBOL[op]} ({self._float_sum(b)})" if op == "sub" \
+                    else f"{self._float_sum(a)} + {self._float_sum(b)}"
+        raise NotImplementedError(type(e).__name__)
+
     def _binary(self, op: str, a: Expr, b: Expr, e: Expr) -> str:
-        x, y = self._wrap(a), self._wrap(b)
+        if e.dtype == FLOAT and op in ("add", "sub", "mul", "truediv", "min", "max") and INT in (a.dtype, b.dtype):
+            x, y = self._as_float(a), self._as_float(b)
+        else:
+            x, y = self._wrap(a), self._wrap(b)
         if op in SIMPLE_OPS:
             return f"{x} {SIMPLE_OPS[op]} {y}"
         if op == "truediv":
@@ -159,6 +189,20 @@ def _atomic(code: str) -> bool:
 
 def _axes_of(e: Expr, axes: dict[str, Axis]) -> set[str]:
     return {n.name for n in walk(e) if isinstance(n, Var) and n.name in axes}
+
+
+def _index_sum(e: Expr) -> bool:
+    """Integer sums and differences of variables (indices, batch, head) and literals under 2^23."""
+    match e:
+        case Const(value=v, dtype=t):
+            return t == INT and abs(v) < 2 ** 23
+        case Var(dtype=t):
+            return t == INT
+        case Unary(op="neg", x=x):
+            return _index_sum(x)
+        case Binary(op="add" | "sub", a=a, b=b):
+            return _index_sum(a) and _index_sum(b)
+    return False
 
 
 def nonneg(e: Expr) -> bool:

@@ -2,7 +2,7 @@
 
 Before: a canonical Program (constants inlined and folded). After: no subexpression matches a rule
 of RULES, literal-only operators are folded, and each maximal float arithmetic subtree is replaced
-by sympy's simplified form when that has fewer IR nodes. Meaning is preserved for every input where
+by sympy's smallest rewrite (`_bounded_simplify`) when that has fewer IR nodes. Meaning is preserved for every input where
 the original is finite (tests check each rule and the sympy step on random points).
 """
 from __future__ import annotations
@@ -79,6 +79,19 @@ def _is_arith(n: Expr) -> bool:
     return False
 
 
+def _bounded_simplify(s: sp.Expr) -> sp.Expr:
+    """The smallest of a few rewrites whose cost stays polynomial in the tree's size. Not
+    `sp.simplify`: its trigonometric and hyperbolic search ran for minutes on scores like
+    `-(exp(tanh(score)) + sigmoid(-0.01 * doc[q_idx + kv_idx]))` (found by a property test)."""
+    candidates = [s]
+    for rewrite_ in (sp.factor_terms, sp.cancel, sp.powsimp, sp.together, lambda t: sp.powsimp(sp.expand(t))):
+        try:
+            candidates.append(rewrite_(s))
+        except (sp.PolynomialError, NotImplementedError):
+            continue
+    return min(candidates, key=sp.count_ops)
+
+
 @lru_cache(maxsize=4096)
 def sympy_simplify(e: Expr) -> Expr:
     """sympy's simplification of one float arithmetic tree, kept only when it is smaller."""
@@ -87,7 +100,7 @@ def sympy_simplify(e: Expr) -> Expr:
     br = Bridge()
     try:
         s = br.to_sympy(e)
-        out = cast(br.from_sympy(sp.simplify(s)), FLOAT)
+        out = cast(br.from_sympy(_bounded_simplify(s)), FLOAT)
     except (Unsupported, TypeError, ValueError, RecursionError):
         return e
     out = apply_rules(out)
