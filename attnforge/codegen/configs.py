@@ -53,7 +53,12 @@ P = False  # a candidate's last field: load through pointers even where TMA coul
 # registers (B=16 H=16 L=2048: full 1.02 ms, causal 0.63, document8 0.28). A persistent variant (one
 # program per SM taking tiles from a counter) measured within noise or slower and was dropped.
 SM90_FWD = TileConfig(128, 128, 4, 3, True, True)
-# head dim 64 (padded): K and V tiles take half the shared memory, so more stages fit
+# Head dim 64 (padded; eighth session): the same tile, four stages (K and V take half the shared
+# memory; 3, 4 and 6 stages within 1%), no ping-pong (one group's products are too short to cover the
+# other's softmax: causal 1.355 ms without, 1.407 with). B=4 H=16 L=8192 D=64, ms: full 2.63 vs
+# 2.75 for the Triton forward and 2.66 for flex, causal 1.36 vs 1.49 and 1.48; document8 0.35 vs 0.33
+# (short programs) and softcap 2.05 vs 1.93 are slower than the Triton forward. 64-key tiles: 10-15%
+# slower.
 SM90_FWD_64 = TileConfig(128, 128, 4, 4, True, True)
 SM90_CONSUMER_REGS = 240
 # by padded head dim:
