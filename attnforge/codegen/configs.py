@@ -97,9 +97,14 @@ CONFIGS = {
     # D=128, kernel only (benchmarks/RESULTS.md, sixth session), full / causal / document8 ms: 64x64 w4
     # s2 3.494 / 2.150 / 0.807, through pointers 4.155 / 2.372 / 0.907, 64x64 w4 s3 4.311 / 2.913 /
     # 1.412, 32x64 w4 s3 5.413 / 3.102 / 1.050; 64x128 w8 s2, 128x64 w8 s2, 64x32 w4 s3, 64x64 w8 s2
-    # and 128x128 w8 s2 were slower still.
+    # and 128x128 w8 s2 were slower still. Head dim 64 (eighth session, B=4 H=16 L=8192, two sweeps):
+    # 64x64 w4 s3 full 7.47-7.68 / causal 4.00-4.04 / sliding 1.40 / document8 0.95-0.96 / ALiBi 4.43
+    # / GQA 8.19 vs s2's 7.99-8.12 / 4.32-4.33 / 1.47 / 0.93 / 4.73 / 8.72; 128x64 w4 s2 wins the
+    # short programs, ALiBi and GQA (0.87 / 4.21 / 8.03) and loses full and causal (8.27 / 4.36);
+    # s4, 8-warp and 128-key tiles were slower.
     "bwd": [
-        (64, TileConfig(64, 64, 4, 2), _configs((64, 64, 4, 2), (64, 64, 4, 2, P), (32, 64, 4, 3), (64, 64, 4, 3))),
+        (64, TileConfig(64, 64, 4, 3), _configs((64, 64, 4, 3), (128, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 4),
+                                                 (64, 64, 4, 3, P))),
         (128, TileConfig(64, 64, 4, 2), _configs((64, 64, 4, 2), (64, 64, 4, 2, P), (32, 64, 4, 3), (64, 64, 4, 3))),
         (256, TileConfig(32, 32, 4, 1), _configs((32, 32, 4, 1), (32, 32, 4, 1, P), (32, 64, 4, 1))),
     ],
