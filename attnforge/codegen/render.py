@@ -130,7 +130,7 @@ class Renderer:
             case Unary(op="neg", x=x):
                 return f"-({self._float_sum(x)})"
             case Binary(op=op, a=a, b=b):
-                return f"{self._float_sum(a)} {SYMBOL[op]} ({self._float_sum(b)})" if op == "sub" \
+                return f"{self._float_sum(a)} - ({self._float_sum(b)})" if op == "sub" \
                     else f"{self._float_sum(a)} + {self._float_sum(b)}"
         raise NotImplementedError(type(e).__name__)
 

@@ -2,8 +2,9 @@
 
 Before: a canonical Program (constants inlined and folded). After: no subexpression matches a rule
 of RULES, literal-only operators are folded, and each maximal float arithmetic subtree is replaced
-by sympy's smallest rewrite (`_bounded_simplify`) when that has fewer IR nodes. Meaning is preserved for every input where
-the original is finite (tests check each rule and the sympy step on random points).
+by sympy's smallest rewrite (`_bounded_simplify`) when that has fewer IR nodes. Meaning is preserved
+for every input where the original is finite (tests check each rule and the sympy step on random
+points).
 """
 from __future__ import annotations
 
