@@ -101,7 +101,8 @@ CONFIGS = {
     # 64x64 w4 s3 full 7.47-7.68 / causal 4.00-4.04 / sliding 1.40 / document8 0.95-0.96 / ALiBi 4.43
     # / GQA 8.19 vs s2's 7.99-8.12 / 4.32-4.33 / 1.47 / 0.93 / 4.73 / 8.72; 128x64 w4 s2 wins the
     # short programs, ALiBi and GQA (0.87 / 4.21 / 8.03) and loses full and causal (8.27 / 4.36);
-    # s4, 8-warp and 128-key tiles were slower.
+    # s4, 8-warp and 128-key tiles were slower. At head dim 128 (same session, B=16 H=16 L=2048) 64x64 w4
+    # s2 stays: full 3.44 ms vs 5.35-8.05 for 128x64 w8, 32x64, 64x32, 128x32, 128x64 w4 and 64x64 w8.
     "bwd": [
         (64, TileConfig(64, 64, 4, 3), _configs((64, 64, 4, 3), (128, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 4),
                                                  (64, 64, 4, 3, P))),
