@@ -114,12 +114,16 @@ class Renderer:
         result: a conversion per score runs on the special-function unit, as exp2 does (ALiBi's
         `(kv_idx - q_idx) * slope` took one per score). Exact while the terms and the result stay
         below 2^24 in magnitude (sequences and literals under 2^23)."""
-        if e.dtype == INT and _index_sum(e) and any(isinstance(n, Var) and n.name in self.axes for n in walk(e)):
+        if self._axis_sum(e):
             return f"({self._float_sum(e)})"
         if isinstance(e, Const) and e.dtype == INT:
             return f"{float(e.value)!r}"
         code = self._wrap(e)
         return code if e.dtype == FLOAT else f"{code}.to(tl.float32)"
+
+    def _axis_sum(self, e: Expr) -> bool:
+        """An integer index sum (`_index_sum`) that reads a tile axis (q_idx or kv_idx)."""
+        return e.dtype == INT and _index_sum(e) and any(isinstance(n, Var) and n.name in self.axes for n in walk(e))
 
     def _float_sum(self, e: Expr) -> str:
         match e:
@@ -135,10 +139,10 @@ class Renderer:
         raise NotImplementedError(type(e).__name__)
 
     def _binary(self, op: str, a: Expr, b: Expr, e: Expr) -> str:
-        if e.dtype == FLOAT and op in ("add", "sub", "mul", "truediv", "min", "max") and INT in (a.dtype, b.dtype):
-            x, y = self._as_float(a), self._as_float(b)
-        else:
-            x, y = self._wrap(a), self._wrap(b)
+        # an index sum meeting a float: converted term by term (`_as_float`); other integers are
+        # promoted by Triton as they are (a scalar may be a Python int in a kernel's static loop)
+        x, y = (f"({self._float_sum(o)})" if e.dtype == FLOAT and self._axis_sum(o) else self._wrap(o)
+                for o in (a, b))
         if op in SIMPLE_OPS:
             return f"{x} {SIMPLE_OPS[op]} {y}"
         if op == "truediv":
