@@ -1,6 +1,7 @@
 """Time the sm_90 Gluon forward's schedule options (ping-pong between the consumer warp groups,
-pipeline stages, consumer registers, key-tile size) against attnforge's Triton forward (its default tile) and
-torch.compile(flex_attention), in one process, on cases of `attnforge bench`:
+pipeline stages, consumer registers, key-tile size, the scale's fold into the exponent's FMA) against
+attnforge's Triton forward (its default tile) and torch.compile(flex_attention), in one process, on
+cases of `attnforge bench`:
 
     python benchmarks/sm90_options.py --shape 4,16,8192,128 --shape 16,16,2048,128 --cases full document8
 """
@@ -36,6 +37,7 @@ FOLD = None  # --fold: the scale in the exponent's FMA (1) or applied before the
 
 
 def main():
+    global FOLD
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", action="append", default=None, help="B,H,L,D (repeatable)")
     ap.add_argument("--pingpong", type=int, nargs="+", default=[0, 1])
@@ -63,7 +65,6 @@ def main():
             base = sm90_config(D)
             for pp, stages, regs, bn, fold in itertools.product(args.pingpong, args.stages, args.regs, args.block_n,
                                                                 args.fold):
-                global FOLD
                 FOLD = bool(fold)
                 launch.SM90_CONSUMER_REGS = regs
                 launch.SM90_PINGPONG = dict.fromkeys(launch.SM90_PINGPONG, bool(pp))

@@ -170,10 +170,10 @@ def test_first_forward_compiles_the_backward_ahead():
 @pytest.mark.parametrize("name, D", [("causal", 128), ("softcap", 128), ("document", 128), ("far", 128),
                                      ("causal", 64), ("document", 64), ("far", 48)])
 def test_sm90_forward_runs_and_matches_the_reference(name, D, monkeypatch):
-    """On Hopper, bf16 at head dims 64 and 128 (48 padded to 64) runs the Gluon forward (fwd_sm90); an odd length, GQA and
-    the LSE against the float64 reference with flex's rule. `far` leaves the first 501 rows (whole
-    query tiles among them, whose programs have no key tile to walk) with nothing to attend to:
-    output 0, LSE -inf."""
+    """On Hopper, bf16 at head dims 64 and 128 (48 padded to 64) runs the Gluon forward (fwd_sm90);
+    an odd length, GQA and the LSE against the float64 reference with flex's rule. `far` leaves the
+    first 501 rows (whole query tiles among them, whose programs have no key tile to walk) with
+    nothing to attend to: output 0, LSE -inf."""
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("needs an sm_90 GPU")
     from attnforge.runtime import launch

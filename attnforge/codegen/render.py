@@ -129,7 +129,7 @@ class Renderer:
         match e:
             case Const(value=v):
                 return f"{float(v)!r}"
-            case Var(name=n):
+            case Var():
                 return f"{self._expr(e)}.to(tl.float32)"
             case Unary(op="neg", x=x):
                 return f"-({self._float_sum(x)})"
