@@ -14,7 +14,7 @@ from ..ir.printer import format_expr, print_program
 from ..ir.program import Program
 from ..passes.toeplitz import toeplitz_loads
 from .configs import SPARSE_BLOCK, TileConfig, tile_config
-from .render import Axis, loaded_params, render_block
+from .render import Axis, loaded_params, render_block, render_blocks
 
 KINDS = ("fwd", "fwd_sm90", "bwd_preprocess", "bwd_dkdv", "bwd_dq", "bwd", "bwd_diag")
 TEMPLATE = {"fwd": "fwd.py.jinja", "fwd_sm90": "fwd_sm90.py.jinja", "bwd_preprocess": "bwd.py.jinja",
@@ -80,13 +80,24 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
     identity = score == Var("score", "float")
     dscore_one = grad.d_score == Const(1.0, "float")
 
-    def block(e, target, axes, indent=4):
-        code = render_block(e, target, axes, SCALARS, indent=" " * indent)
+    def block(e, target, axes, indent=4, prefix="t"):
+        code = render_block(e, target, axes, SCALARS, prefix, indent=" " * indent)
         if target == "z" and _ignores_score(e):
             code += f"\n{' ' * indent}z = tl.broadcast_to(z, qk.shape)"
         return code
 
+    def score_and_grad(axes) -> tuple[str, str]:
+        """score_mod (`z`) and its derivative (`g`) for a backward tile: one rendering, so the
+        derivative reuses what the score computed; the mask between them names with `u`."""
+        items = ([] if identity else [(score, "z")]) + ([] if dscore_one else [(grad.d_score, "g")])
+        blocks = render_blocks(items, axes, SCALARS, indent=" " * 4)
+        z = "" if identity else blocks.pop(0)
+        if z and _ignores_score(score):
+            z += "\n    z = tl.broadcast_to(z, qk.shape)"
+        return z, "" if dscore_one else blocks[0]
+
     score_gl, mask_gl = _gluon_blocks(prog)
+    (score_q, dscore_q), (score_kv, dscore_kv) = score_and_grad(ROWS_Q), score_and_grad(ROWS_KV)
     return {
         "name": prog.name, "ir_hash": ir_hash(prog),
         "score_fwd_gl": score_gl, "mask_fwd_gl": mask_gl,
@@ -94,12 +105,10 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
         "dtype": spec.dtype, "d": spec.d, "dv": spec.dv, "group": spec.group,
         "param_sig": sig, "param_args": sig,
         "has_mask": mask is not None, "score_is_identity": identity, "dscore_is_one": dscore_one,
-        "score_fwd": "" if identity else block(score, "z", ROWS_Q),
-        "score_bwd": "" if identity else block(score, "z", ROWS_KV),
-        "mask_fwd": "" if mask is None else block(mask, "keep", ROWS_Q, 8),
-        "mask_bwd": "" if mask is None else block(mask, "keep", ROWS_KV, 8),
-        "dscore_fwd": "" if dscore_one else block(grad.d_score, "g", ROWS_Q),
-        "dscore_bwd": "" if dscore_one else block(grad.d_score, "g", ROWS_KV),
+        # the dQ tile (rows are queries, as the forward) and the dK/dV tile (rows are keys)
+        "score_fwd": score_q, "dscore_fwd": dscore_q, "score_bwd": score_kv, "dscore_bwd": dscore_kv,
+        "mask_fwd": "" if mask is None else block(mask, "keep", ROWS_Q, 8, "u"),
+        "mask_bwd": "" if mask is None else block(mask, "keep", ROWS_KV, 8, "u"),
         # bwd_diag: gradients of learnable reads indexed by q_idx - kv_idx
         "score_diag": "" if identity else block(score, "z", ROWS_Q, 16),
         "mask_diag": "" if mask is None else block(mask, "t_keep", ROWS_Q, 20),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..ir.expr import (BOOL, FLOAT, INT, SYMBOL, Binary, Call, Cast, Const, Expr, Load, Unary, Var, Where,
-                       children, walk)
+                       children, rewrite, walk)
 from ..ir.printer import format_const
 
 TL_FUNCS = {"exp": "tl.exp", "exp2": "tl.exp2", "log": "tl.log", "log2": "tl.log2",
@@ -41,14 +41,22 @@ class Renderer:
     lines: list[str] = field(default_factory=list)
     names: dict[Expr, str] = field(default_factory=dict)
 
-    def render(self, e: Expr, target: str | None = None) -> str:
-        """Emit the statements computing `e`; returns the expression naming its value."""
+    def count(self, *exprs: Expr) -> None:
+        """Count uses of every subexpression over `exprs`, which are then rendered in order by this
+        renderer: a subexpression the later ones use again gets a name where it is first computed."""
         uses: dict[Expr, int] = {}
-        for n in walk(e):
+        # per distinct parent: a node under a repeated subexpression is used once, by its one name
+        parents = {n: None for e in map(_float_literals, exprs) for n in walk(e)}
+        for n in parents:
             for k in children(n):
                 uses[k] = uses.get(k, 0) + 1
         self._uses = uses
-        code = self._expr(e)
+
+    def render(self, e: Expr, target: str | None = None) -> str:
+        """Emit the statements computing `e`; returns the expression naming its value."""
+        if not hasattr(self, "_uses"):
+            self.count(e)
+        code = self._expr(_float_literals(e))
         if target is not None:
             self.lines.append(f"{target} = {code}")
             return target
@@ -146,6 +154,9 @@ class Renderer:
         if op in SIMPLE_OPS:
             return f"{x} {SIMPLE_OPS[op]} {y}"
         if op == "truediv":
+            if isinstance(b, Const) and b.dtype == FLOAT and b.value != 0 and abs(b.value) != float("inf"):
+                # by a literal: a multiply by its reciprocal (Triton's fp32 `/` is itself approximate)
+                return f"{x} * {format_const(1.0 / b.value)}"
             if isinstance(a, Const):
                 x = f"({float(a.value)!r})"
             elif a.dtype != FLOAT:
@@ -176,6 +187,23 @@ class Renderer:
         if e.dtype == FLOAT:
             return f"{code}.to(tl.float32)"
         return f"({code} != 0)" if e.dtype == BOOL else f"{code}.to(tl.int32)"
+
+
+_PROMOTING = ("add", "sub", "mul", "truediv", "min", "max")
+
+
+def _float_literals(e: Expr) -> Expr:
+    """Integer literals that meet a float in arithmetic become float literals (as Triton promotes
+    them; exact under 2^24), so `score / 30` (sympy's derivative) and `score / 30.0` (as written)
+    are one subexpression, computed once."""
+    def fn(n: Expr) -> Expr | None:
+        if isinstance(n, Binary) and n.dtype == FLOAT and n.op in _PROMOTING:
+            a, b = (Const(float(o.value), FLOAT) if isinstance(o, Const) and o.dtype == INT and abs(o.value) < 2 ** 24
+                    else o for o in (n.a, n.b))
+            if (a, b) != (n.a, n.b):
+                return Binary(n.op, a, b, FLOAT)
+        return None
+    return rewrite(e, fn)
 
 
 def _atomic(code: str) -> bool:
@@ -226,9 +254,23 @@ def nonneg(e: Expr) -> bool:
 def render_block(e: Expr, target: str, axes: dict[str, Axis], scalars: dict[str, str],
                  prefix: str = "t", indent: str = "") -> str:
     """Statements assigning `e` to `target`, indented for a template."""
+    return render_blocks([(e, target)], axes, scalars, prefix, indent)[0]
+
+
+def render_blocks(items: list[tuple[Expr, str]], axes: dict[str, Axis], scalars: dict[str, str],
+                  prefix: str = "t", indent: str = "") -> list[str]:
+    """One block per (expression, target), for a template that places them in this order in one
+    scope: a later block reuses what an earlier one computed (softcap's `tanh(score / 30)` is
+    computed once for the score and its derivative), so nothing between them may rebind `prefix`
+    names."""
     r = Renderer(axes, scalars, prefix)
-    r.render(e, target)
-    return "\n".join(indent + line if i else line for i, line in enumerate(r.lines))
+    r.count(*(e for e, _ in items))
+    blocks = []
+    for e, target in items:
+        start = len(r.lines)
+        r.render(e, target)
+        blocks.append("\n".join(indent + line if i else line for i, line in enumerate(r.lines[start:])))
+    return blocks
 
 
 def loaded_params(*exprs: Expr) -> list[str]:
