@@ -266,11 +266,25 @@ COMPILE_VARIANTS = {
 PHASES = ("cold", "warm", "warm, call at import")
 
 
+def _bytecode_env() -> dict:
+    """The probes' environment: Python writes and reads byte code (into a pycache of the bench's own
+    where site-packages is read-only), as in a normal installation; a machine that sets
+    PYTHONDONTWRITEBYTECODE (the lent GPU machine does) would otherwise compile the source of every
+    module torch, Triton, sympy and attnforge import, in every new process (sympy alone: ~3 s). One
+    untimed process imports them first."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.setdefault("PYTHONPYCACHEPREFIX", os.path.join(tempfile.gettempdir(), "attnforge-bench-pycache"))
+    subprocess.run([sys.executable, "-c", "import torch, triton, sympy, networkx, lark, jinja2, attnforge, "
+                    "attnforge.passes.simplify, attnforge.runtime.launch, triton.experimental.gluon.nvidia.hopper"], env=env, capture_output=True, timeout=600)
+    return env
+
+
 def compile_times(L: int = 2048) -> list[dict]:
     rows = []
+    base = _bytecode_env()
     for name, src in COMPILE_VARIANTS.items():
         with tempfile.TemporaryDirectory() as af, tempfile.TemporaryDirectory() as tr:
-            env = {**os.environ, "ATTNFORGE_CACHE_DIR": af, "TRITON_CACHE_DIR": tr, "ATTNFORGE_AUTOTUNE": "0"}
+            env = {**base, "ATTNFORGE_CACHE_DIR": af, "TRITON_CACHE_DIR": tr, "ATTNFORGE_AUTOTUNE": "0"}
             for phase in PHASES:
                 nxt = src.replace("q_idx >= kv_idx", "q_idx + 1 >= kv_idx")  # a variant of its own
                 out = subprocess.run([sys.executable, "-c", COMPILE_PROBE, src, str(L), nxt,

@@ -368,6 +368,43 @@ def test_aot_specializes_arguments_as_the_jit_does():
     assert not {"Lq", "Lk", "N_SPARSE"} & set(got["divisible"] + got["ones"])
 
 
+JIT_HASHES = """
+import json, torch, attnforge
+from attnforge.runtime import cache
+from attnforge.runtime.launch import kernels_for
+from attnforge.codegen import Spec
+v = attnforge.compile("attention c() { mask = q_idx >= kv_idx }")
+def load():
+    cache.clear_memory()
+    kern = kernels_for(v.lowered, v.program, Spec("bfloat16", 64, 64, 1), torch.device("meta"))
+    return kern, kern.modules["fwd"]
+kern, mod = load()
+real = mod.attn_fwd.cache_key  # Triton walks the syntax trees
+cache.keep_jit_hashes(f"{kern.key}_fwd", mod)
+_, mod2 = load()  # a new process importing the module from disk
+restored = mod2.attn_fwd.hash
+path = cache._hashes_path(f"{kern.key}_fwd")
+path.write_text("not json")
+_, mod3 = load()
+print(json.dumps({"real": real, "restored": restored, "new_object": mod2 is not mod,
+                  "unreadable": mod3.attn_fwd.hash, "recomputed": mod3.attn_fwd.cache_key}))
+"""
+
+
+def test_jit_hashes_of_a_generated_module_are_kept_on_disk(tmp_path):
+    """Triton's hash of a generated kernel (its source and callees, found by walking their syntax
+    trees) is kept next to the module after a launch and set when a new process imports it: the
+    same value Triton computes; an unreadable file leaves Triton to compute it."""
+    import json
+
+    env = {**os.environ, "TRITON_INTERPRET": "0", "ATTNFORGE_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", JIT_HASHES], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.splitlines()[-1])
+    assert got["new_object"] and len(got["real"]) == 64
+    assert got["restored"] == got["real"] == got["recomputed"] and got["unreadable"] is None
+
+
 @pytest.mark.parametrize("names", [["causal", "alibi", "softcap", "rel_bias"],
                                    ["sliding_window", "prefix_lm", "document", "per_head"]])
 def test_kernels_compile_for_sm90(names):

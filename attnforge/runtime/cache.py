@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import pickle
 import sys
@@ -69,6 +70,49 @@ def _import(path: Path, name: str, interpret: bool):
     return mod
 
 
+def on_disk(key: str) -> bool:
+    """The module for `key` is in memory or on disk (a process has generated it before)."""
+    return key in _MEMORY or (cache_dir() / "kernels" / f"af_{key}.py").exists()
+
+
+# Triton keys a kernel's binary with a hash of its source and of every jitted function it calls,
+# found by walking their syntax trees on a process's first launch (~10 ms for the Gluon forward).
+# A generated module's source is fixed by its key, so those hashes are too: they are kept next to
+# the module after its first launch (`keep_jit_hashes`) and set on its functions when a new process
+# imports it, which Triton then takes as computed. Missing or unreadable: Triton computes them.
+def _hashes_path(key: str) -> Path:
+    return cache_dir() / "kernels" / f"af_{key}.hashes.json"
+
+
+def _restore_jit_hashes(key: str, mod) -> None:
+    try:
+        hashes = json.loads(_hashes_path(key).read_text())
+    except (OSError, ValueError):
+        return
+    for name, h in hashes.items():
+        fn = getattr(mod, name, None)
+        if isinstance(h, str) and getattr(fn, "hash", "") is None:
+            fn.hash = h
+
+
+_KEPT: set[str] = set()
+
+
+def keep_jit_hashes(key: str, mod) -> None:
+    """After a launch of `mod` (loaded under `key`): its functions' computed hashes, to disk, once."""
+    if key in _KEPT:
+        return
+    _KEPT.add(key)
+    hashes = {name: fn.hash for name, fn in vars(mod).items()
+              if isinstance(getattr(fn, "hash", None), str) and not fn.hash.startswith("recursion:")
+              and hasattr(fn, "cache_key")}
+    if hashes and not _hashes_path(key).exists():
+        try:
+            write_atomic(_hashes_path(key), json.dumps(hashes))
+        except OSError:  # a read-only cache dir
+            pass
+
+
 def load_module(key: str, build, interpret: bool):
     """The module for `key`: from memory, from disk, or `build()` (returns source) then disk."""
     with _LOCK:
@@ -83,6 +127,7 @@ def load_module(key: str, build, interpret: bool):
                 mod = _import(path, name, interpret)
                 if not hasattr(mod, "grid"):
                     raise ImportError("incomplete kernel module")
+                _restore_jit_hashes(key, mod)
                 STATS["disk_hits"] += 1
             except Exception:  # noqa: BLE001 - a corrupt entry is rebuilt below
                 STATS["rebuilt"] += 1

@@ -19,7 +19,7 @@ from ..ir.program import Program
 from ..passes.toeplitz import reads_batch, toeplitz_loads
 from . import autotune, warmup
 from .blocks import BlockMask, TileLists, cached_block_mask, rule_params
-from .cache import cache_key, device_tag, interpreting, load_module
+from .cache import cache_key, device_tag, interpreting, keep_jit_hashes, load_module, on_disk
 
 DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
 # dK/dV and dQ in one launch (kind `bwd`, its own tile configs); ATTNFORGE_FUSED_BWD=0: two launches
@@ -324,6 +324,7 @@ def launch(k: Kernels, call: Call, fallback: bool = True) -> None:
         _ensure_allocator()
     if not fallback:
         fn(*call.args, **call.constexprs, **call.options)
+        keep_jit_hashes(f"{k.key}_{call.kind}", mod)
         return
     # the launch options are part of the key: configs differing only in stages or warps (the
     # autotuner's choice and the default) must not take each other's fitted settings
@@ -334,6 +335,7 @@ def launch(k: Kernels, call: Call, fallback: bool = True) -> None:
         try:
             fn(*call.args, **consts, **opts)
             _FITTED[key] = (consts, opts)
+            keep_jit_hashes(f"{k.key}_{call.kind}", mod)
             return
         except triton.runtime.errors.OutOfResources:
             inner = INNER.get(call.kind)
@@ -375,8 +377,9 @@ def forward(k: Kernels, q, k_, v, tensors: dict, scale: float, bm: BlockMask, gr
 
 
 def _is_new(k: Kernels) -> bool:
-    k.modules["fwd"]  # noqa: B018 - imports (or first generates) the forward's source
-    return bool(k.modules.generated)
+    """The variant's sources were generated in this process, or will be (its forward's is not on
+    disk); looked up without importing a module."""
+    return bool(k.modules.generated) or not on_disk(f"{k.key}_{'fwd_sm90' if k.sm90 else 'fwd'}")
 
 
 # compiles under way on threads: a fork waits for them (no child inherits a thread's half-done
@@ -419,6 +422,7 @@ def _compile_only(k: Kernels, call: Call, device) -> None:
     with torch.cuda.device(device):
         getattr(mod, call.fn_name).warmup(*call.args, grid=mod.grid(*call.grid_args), **call.constexprs,
                                           **call.options)
+    keep_jit_hashes(f"{k.key}_{call.kind}", mod)
 
 
 def backward(k: Kernels, do, dlse, q, k_, v, out, lse, tensors: dict, scale: float, bm: BlockMask):
