@@ -14,7 +14,7 @@ from ..ir.printer import format_expr, print_program
 from ..ir.program import Program
 from ..passes.toeplitz import toeplitz_loads
 from .configs import SPARSE_BLOCK, TileConfig, tile_config
-from .render import Axis, loaded_params, render_block, render_blocks, split_mask
+from .render import Axis, loaded_params, render_block, render_blocks
 
 KINDS = ("fwd", "fwd_sm90", "bwd_preprocess", "bwd_dkdv", "bwd_dq", "bwd", "bwd_diag")
 TEMPLATE = {"fwd": "fwd.py.jinja", "fwd_sm90": "fwd_sm90.py.jinja", "bwd_preprocess": "bwd.py.jinja",
@@ -100,7 +100,7 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
     (score_q, dscore_q), (score_kv, dscore_kv) = score_and_grad(ROWS_Q), score_and_grad(ROWS_KV)
     ctx = {
         "name": prog.name, "ir_hash": ir_hash(prog),
-        "score_fwd_gl": score_gl, "mask_fwd_gl": mask_gl, "mask_reads_gl": _gluon_mask_reads(prog),
+        "score_fwd_gl": score_gl, "mask_fwd_gl": mask_gl,
         "source_lines": print_program(source).rstrip("\n").splitlines(),
         "dtype": spec.dtype, "d": spec.d, "dv": spec.dv, "group": spec.group,
         "param_sig": sig, "param_args": sig,
@@ -139,24 +139,6 @@ def _gluon_blocks(prog: Program) -> tuple[str, str]:
     if mask is not None:
         mask_gl = render_block(mask, "keep", ROWS_Q, SCALARS, indent=" " * 8)
     return score_gl.replace("tl.", "gl."), mask_gl.replace("tl.", "gl.")
-
-
-def _gluon_mask_reads(prog: Program) -> dict | None:
-    """The sm_90 forward's mask with its captured-tensor reads issued early (`render.split_mask`):
-    reads along query rows once per program, reads along keys right after a tile's QK^T is issued,
-    so their latency hides behind the product instead of following it. None: the mask reads no
-    tensor, or reads one in a way the split does not take (the whole mask then runs after QK^T)."""
-    mask = prog.as_flex()[1]
-    split = None if mask is None else split_mask(mask, ROWS_Q, SCALARS)
-    if split is None or not (split.rows or split.tiles):
-        return None
-    gl = lambda text: text.replace("tl.", "gl.")  # noqa: E731
-    names = [n for n, *_ in split.rows + split.tiles]
-    return {"rows": [gl(st) for _, st, _, _ in split.rows],
-            "tiles": [(n, gl(st), shape, gl(dt)) for n, st, shape, dt in split.tiles],
-            "tile_names": ", ".join(n for n, *_ in split.tiles),
-            "names": "".join(f" {n}," for n in names),
-            "rest": gl("\n        ".join(split.rest))}
 
 
 def sm90_forward(prog: Program, spec: Spec) -> bool:

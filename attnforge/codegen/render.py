@@ -273,42 +273,6 @@ def render_blocks(items: list[tuple[Expr, str]], axes: dict[str, Axis], scalars:
     return blocks
 
 
-@dataclass(frozen=True)
-class SplitMask:
-    """A mask's captured-tensor reads taken out of its tile code, for a kernel that issues them
-    early: `rows` (reads without kv_idx: once per program) and `tiles` (reads with kv_idx: per key
-    tile, before the tile's scores are ready), each a list of (name, statement, shape of its value
-    over the tile, Triton dtype); `rest` the statements computing `keep` from them."""
-
-    rows: list[tuple[str, str, str, str]]
-    tiles: list[tuple[str, str, str, str]]
-    rest: list[str]
-
-
-def split_mask(mask: Expr, axes: dict[str, Axis], scalars: dict[str, str], prefix: str = "u") -> SplitMask | None:
-    """`mask`'s reads of captured tensors as separate statements (see SplitMask), or None where a
-    read's index reads another tensor or needs a statement of its own."""
-    mask = _float_literals(mask)
-    loads = list(dict.fromkeys(n for n in walk(mask) if isinstance(n, Load)))
-    if any(isinstance(k, Load) for ld in loads for i in ld.index for k in walk(i)):
-        return None
-    r = Renderer(axes, scalars, prefix)
-    r.count(mask)
-    parts: dict[bool, list] = {False: [], True: []}
-    for ld in loads:
-        start = len(r.lines)
-        name = r._expr(ld)
-        if len(r.lines) != start + 1:  # its index took a named statement of its own
-            return None
-        on = _axes_of(ld, axes)
-        shape = {2: "[o_m.shape[0], BLOCK_N]", 1: "[1, BLOCK_N]" if "kv_idx" in on else "[o_m.shape[0], 1]", 0: "[]"}[len(on)]
-        dtype = {FLOAT: "tl.float32", INT: "tl.int32", BOOL: "tl.int1"}[ld.dtype]
-        parts["kv_idx" in on].append((name, r.lines[-1], shape, dtype))
-    start = len(r.lines)
-    r.render(mask, "keep")
-    return SplitMask(parts[False], parts[True], r.lines[start:])
-
-
 def loaded_params(*exprs: Expr) -> list[str]:
     """Names of captured tensors read by the expressions, in first-use order."""
     seen: dict[str, None] = {}
