@@ -3,8 +3,9 @@
 A new process pays, before its first kernel runs, for work that does not depend on the variant:
 Triton keys its disk cache with a hash of its own installation (it reads the 400 MB libtriton.so:
 ~0.4 s on the H100 machine; attnforge keeps that key on disk, see `_triton_key`), builds or loads
-its CUDA driver helpers, and imports gluon on its first argument specialization; the DSL parser
-builds its LALR tables (from lark's disk cache when warm). None of that touches the GPU, so
+its CUDA driver helpers, imports gluon on its first argument specialization and runs `ptxas
+--version` for its backend's key; the DSL parser builds its LALR tables (from lark's disk cache when
+warm), and attnforge hashes its passes' and templates' code for its own cache keys. None of that touches the GPU, so
 `start()` (called when attnforge is imported) runs it on a daemon thread; the first compile calls
 `wait()`, which joins the thread instead of repeating its work. (sympy is not warmed up here: a
 warm process finds its lowered programs on disk and never imports it, and importing it on this
@@ -84,10 +85,28 @@ def _gluon() -> None:
     importlib.import_module("triton.experimental.gluon.nvidia.hopper")  # what specialization imports
 
 
+def _hashes() -> None:
+    """The hashes keying attnforge's disk caches: the passes' code (with sympy's version, read
+    from package metadata: a scan of site-packages) and the templates'."""
+    from .. import codegen, passes
+    passes.code_hash()
+    codegen.template_hash()
+
+
+def _ptxas_version() -> None:
+    """Triton's CUDA backend keys every compile, cache hits included, with `ptxas --version` (two
+    subprocesses on a process's first launch, ~5-8 ms of a warm first call, cached per architecture):
+    run here for sm_90, the architecture the Gluon forward targets (elsewhere the first launch runs
+    them for its own)."""
+    from triton.backends.nvidia import compiler
+
+    compiler.get_ptxas_version(90)
+
+
 def _work() -> None:
-    steps = [_parser]
+    steps = [_parser, _hashes]
     if os.environ.get("TRITON_INTERPRET") != "1":  # the compiler's start-up, not the interpreter's
-        steps += [_triton_key, _triton_driver, _gluon]
+        steps += [_triton_key, _triton_driver, _gluon, _ptxas_version]
     for step in steps:
         # each step is an optimisation only: where one fails (a Triton that moved a name, no
         # driver), the first call does the same work on its own path and reports a real error there
