@@ -60,6 +60,14 @@ SM90_FWD = TileConfig(128, 128, 4, 3, True, True)
 # (short programs) and softcap 2.05 vs 1.93 are slower than the Triton forward. 64-key tiles: 10-15%
 # slower.
 SM90_FWD_64 = TileConfig(128, 128, 4, 4, True, True)
+# 64-key tiles (autotuner candidates, ninth session): short programs finish sooner (the first
+# product and softmax, and the last PV, that nothing overlaps, are half as long); long ones lose
+# the larger products. B=16 H=16 L=2048 D=128, kernel ms, 128-key -> 64-key tiles (3 stages):
+# document8 0.280 -> 0.262, document_random 0.529 -> 0.464 (no ping-pong: 0.527 -> 0.453); causal
+# 0.618 -> 0.657. (Both walks in one kernel, each program taking half tiles where it has at most a
+# few tiles, made every program slower, full 2048 0.969 -> 1.250 ms: dropped.)
+SM90_FWD_N64 = TileConfig(128, 64, 4, 3, True, True)
+SM90_FWD_64_N64 = TileConfig(128, 64, 4, 4, True, True)
 SM90_CONSUMER_REGS = 240
 # by padded head dim:
 SM90_PINGPONG = {64: False, 128: True}  # the two consumer groups take turns issuing their products
@@ -73,10 +81,10 @@ CONFIGS = {
     "fwd": [
         (64, TileConfig(128, 64, 4, 3),
          _configs((128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 4, 3, P), (64, 64, 4, 3, P))
-         + [SM90_FWD_64]),
+         + [SM90_FWD_64, SM90_FWD_64_N64]),
         (128, TileConfig(64, 64, 4, 3, P),
          _configs((64, 64, 4, 3), (64, 64, 4, 2), (128, 128, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3, P),
-                  (128, 64, 8, 3, P)) + [SM90_FWD]),
+                  (128, 64, 8, 3, P)) + [SM90_FWD, SM90_FWD_N64]),
         (256, TileConfig(64, 32, 4, 2), _configs((64, 32, 4, 2), (64, 64, 4, 2), (64, 32, 4, 2, P))),
     ],
     "bwd_preprocess": [(256, TileConfig(64, 0, 4, 1), [])],
