@@ -322,14 +322,17 @@ def test_block_metadata_is_built_from_tiles_not_the_dense_mask():
 
 AOT = """
 import json, sys, torch, attnforge
+from attnforge.codegen.configs import SM90_FWD_N64
 from attnforge.runtime.aot import compile_report
 for name in sys.argv[1:]:
     v = attnforge.compile(f"{root}/examples/{{name}}.attn")
     for r in compile_report(v, torch.bfloat16, 128):
         print(json.dumps({{"variant": name, **r}}))
-    if name == sys.argv[1]:  # the Gluon forward at head dim 64 too
+    if name == sys.argv[1]:  # the Gluon forward at head dim 64, and with 64-key tiles, too
         for r in compile_report(v, torch.bfloat16, 64, kinds=("fwd_sm90",)):
             print(json.dumps({{"variant": name, "d": 64, **r}}))
+        for r in compile_report(v, torch.bfloat16, 128, kinds=("fwd_sm90",), sm90=SM90_FWD_N64):
+            print(json.dumps({{"variant": name, "n": 64, **r}}))
 """
 
 
@@ -366,6 +369,32 @@ def test_aot_specializes_arguments_as_the_jit_does():
     assert {"s_qd", "s_kd", "s_vd", "s_od"} <= set(got["ones"])
     assert {"Q", "K", "V", "O", "LSE", "s_qm", "s_kn", "s_qh"} <= set(got["divisible"])
     assert not {"Lq", "Lk", "N_SPARSE"} & set(got["divisible"] + got["ones"])
+
+
+def test_row_tiles_and_the_gluon_forwards_default_tile(monkeypatch):
+    """Programs' mean length in key tiles, from the block metadata; the Gluon forward takes 64-key
+    tiles where programs are short, and remembers a variant's last known length while a new mask's
+    count is still on its way from the GPU."""
+    from attnforge.codegen.configs import SM90_FWD, SM90_FWD_64, SM90_FWD_64_N64, SM90_FWD_N64, sm90_config
+    from attnforge.runtime import launch
+
+    causal = attnforge.compile("attention c() { mask = q_idx >= kv_idx }")
+    bm = causal.block_mask(1, 1, 1000, 1000)  # 8 query tiles of 1..8 key tiles
+    assert bm.row_tiles() == pytest.approx(4.5)
+    doc = attnforge.compile("examples/document.attn")
+    ids = torch.arange(1024, dtype=torch.int32) // 256  # 4 documents of 2 tiles: rows of 1 and 2 tiles
+    assert doc.block_mask(1, 1, 1024, 1024, document_id=ids).row_tiles() == pytest.approx(1.5)
+    assert sm90_config(128, 1.5) == SM90_FWD_N64 and sm90_config(64, 3.0) == SM90_FWD_64_N64
+    assert sm90_config(128, 4.5) == SM90_FWD and sm90_config(64, None) == SM90_FWD_64
+
+    class Kern:
+        key = "k"
+
+    assert launch._row_tiles(Kern, bm) == pytest.approx(4.5)
+    monkeypatch.setattr(type(bm), "row_tiles", lambda self: None)  # a count not yet on the host
+    assert launch._row_tiles(Kern, bm) == pytest.approx(4.5)  # the variant's last known one
+    Kern.key = "other"
+    assert launch._row_tiles(Kern, bm) is None
 
 
 JIT_HASHES = """
@@ -418,8 +447,8 @@ def test_kernels_compile_for_sm90(names):
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     # fwd, the one-launch backward, dK/dV and dQ with and without TMA; the Gluon forward; preprocess;
     # rel_bias's bwd_diag
-    assert len(rows) == 10 * len(names) + ("rel_bias" in names) + 1
-    assert sorted(r["variant"] for r in rows if r["kind"] == "fwd_sm90") == sorted(names + names[:1])
+    assert len(rows) == 10 * len(names) + ("rel_bias" in names) + 2
+    assert sorted(r["variant"] for r in rows if r["kind"] == "fwd_sm90") == sorted(names + names[:1] * 2)
     for r in rows:
         print(f"sm_90 {r['variant']:15} {r['kind']:15} regs={r['registers']:3} "
               f"spill={r['spill_bytes']}B smem={r['shared_bytes']}B warps={r['num_warps']}")
@@ -431,9 +460,9 @@ def test_kernels_compile_for_sm90(names):
             assert r["spill_bytes"] == 0, r
         if r["kind"].startswith("fwd"):  # K and V tiles in several pipeline stages, not one buffer each
             assert r["shared_bytes"] > 2 * (2 * 64 * 128 * 2), r
-        if r["kind"] == "fwd_sm90":  # 128-key K and V tiles in 3 stages (4 at D=64); 2 consumer groups + producer
+        if r["kind"] == "fwd_sm90":  # K and V tiles in 3 stages (4 at D=64); 2 consumer groups + producer
             d, stages = (64, 4) if r.get("d") == 64 else (128, 3)
-            assert r["shared_bytes"] > stages * 2 * 128 * d * 2 and r["num_warps"] == 12, r
+            assert r["shared_bytes"] > stages * 2 * r.get("n", 128) * d * 2 and r["num_warps"] == 12, r
         # bf16 scores go through the SFU's tanh on the GPU (the interpreter runs the exact formula)
         if r["variant"] == "softcap" and r["kind"] != "bwd_preprocess":
             assert "tanh" in r["approx"], r

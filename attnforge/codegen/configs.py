@@ -68,13 +68,19 @@ SM90_FWD_64 = TileConfig(128, 128, 4, 4, True, True)
 # few tiles, made every program slower, full 2048 0.969 -> 1.250 ms: dropped.)
 SM90_FWD_N64 = TileConfig(128, 64, 4, 3, True, True)
 SM90_FWD_64_N64 = TileConfig(128, 64, 4, 4, True, True)
+# The default takes them where query tiles have at most this many 128-key tiles on average (the
+# block metadata's count: document masks of a few hundred tokens per document; causal at 2048 has 8.5).
+SM90_SHORT_ROWS = 3.0
 SM90_CONSUMER_REGS = 240
 # by padded head dim:
 SM90_PINGPONG = {64: False, 128: True}  # the two consumer groups take turns issuing their products
 
 
-def sm90_config(block_d: int) -> TileConfig:
-    """The Gluon forward's default tile for a padded head dim (64 or 128)."""
+def sm90_config(block_d: int, row_tiles: float | None = None) -> TileConfig:
+    """The Gluon forward's default tile for a padded head dim (64 or 128) and programs of
+    `row_tiles` 128-key tiles on average (None: not known)."""
+    if row_tiles is not None and row_tiles <= SM90_SHORT_ROWS:
+        return SM90_FWD_64_N64 if block_d <= 64 else SM90_FWD_N64
     return SM90_FWD_64 if block_d <= 64 else SM90_FWD
 
 CONFIGS = {

@@ -16,7 +16,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from .. import codegen
-from ..codegen import Spec
+from ..codegen import Spec, TileConfig
 from ..dsl.trace import TORCH_DTYPES
 from .blocks import BlockMask, TileLists
 from .launch import DTYPES, GRAD_KINDS, BwdBuffers, Call, fwd_call, kernels_for, preprocess_call
@@ -83,9 +83,11 @@ def _meta_lists(rows: int, cols: int) -> TileLists:
 
 
 def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None = None,
-                   group: int = 1, tensors: dict | None = None, kinds=None) -> list[dict]:
-    """Compile fwd (and fwd_sm90 where it applies), bwd_preprocess, bwd (dK/dV and dQ in one launch),
-    bwd_dkdv and bwd_dq (and bwd_diag) for sm_90, or only `kinds`; one dict of figures per kernel."""
+                   group: int = 1, tensors: dict | None = None, kinds=None,
+                   sm90: TileConfig | None = None) -> list[dict]:
+    """Compile fwd (and fwd_sm90 where it applies, with its default tile or `sm90`), bwd_preprocess,
+    bwd (dK/dV and dQ in one launch), bwd_dkdv and bwd_dq (and bwd_diag) for sm_90, or only `kinds`;
+    one dict of figures per kernel."""
     Dv = Dv or D
     spec = Spec(DTYPES[dtype], D, Dv, group)
     kern = kernels_for(variant.lowered, variant.program, spec, torch.device("meta"))
@@ -107,7 +109,7 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
     named.update(tensors or {})
     calls = [fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, tile_config("fwd", spec.block_d))]
     if kern.sm90:
-        calls.append(fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, sm90_config(spec.block_d)))
+        calls.append(fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, sm90 or sm90_config(spec.block_d)))
     buffers = BwdBuffers(do, lse, q, k, v, out, lse, lse, lse, q, k, v)
     # preprocess, the one-launch backward (the default) and dK/dV and dQ as two launches
     # (ATTNFORGE_FUSED_BWD=0)

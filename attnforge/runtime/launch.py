@@ -175,7 +175,7 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
     # (TMA descriptors need non-empty tensors)
     sm90 = k.sm90 and (cfg is None or cfg.sm90) and _tma_ok(k, q, k_, v, out) and q.numel() * k_.numel() > 0
     if sm90:
-        cfg = cfg or sm90_config(k.spec.block_d)
+        cfg = cfg or sm90_config(k.spec.block_d, _row_tiles(k, bm))
     elif cfg is None or cfg.sm90:
         cfg = tile_config("fwd", k.spec.block_d)
     args = [q, k_, v, out, lse, *q.stride(), *k_.stride(), *v.stride(), *out.stride(),
@@ -194,6 +194,23 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
                     {"num_warps": cfg.num_warps})
     consts.update(USE_TMA=cfg.tma and _tma_ok(k, k_, v), **precision(q.dtype))
     return Call("fwd", "attn_fwd", (Lq, B * H, cfg.block_m), args, consts, _options(cfg))
+
+
+# per (variant, lengths): the last known mean of key tiles per query tile, for masks whose own count
+# has not reached the host yet (a training loop's new document ids each step: the previous step's)
+_ROW_TILES: dict[tuple, float] = {}
+
+
+def _row_tiles(k: Kernels, bm: BlockMask) -> float | None:
+    """How long the forward's programs are (`BlockMask.row_tiles`), never waiting on the GPU."""
+    if bm.kv.num.device.type == "meta":
+        return None
+    key = (k.key, bm.Lq, bm.Lk)
+    found = bm.row_tiles()
+    if found is None:
+        return _ROW_TILES.get(key)
+    _ROW_TILES[key] = found
+    return found
 
 
 @cache
