@@ -385,7 +385,8 @@ def test_row_tiles_and_the_gluon_forwards_default_tile(monkeypatch):
     ids = torch.arange(1024, dtype=torch.int32) // 256  # 4 documents of 2 tiles: rows of 1 and 2 tiles
     assert doc.block_mask(1, 1, 1024, 1024, document_id=ids).row_tiles() == pytest.approx(1.5)
     assert sm90_config(128, 1.5) == SM90_FWD_N64 and sm90_config(64, 3.9) == SM90_FWD_64_N64
-    assert sm90_config(128, 4.5) == SM90_FWD and sm90_config(64, None) == SM90_FWD_64
+    assert sm90_config(128, 4.5) == SM90_FWD and sm90_config(64, 4.5) == SM90_FWD_64_N64
+    assert sm90_config(64, 8.5) == SM90_FWD_64 and sm90_config(64, None) == SM90_FWD_64
 
     class Kern:
         key = "k"

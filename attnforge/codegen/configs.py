@@ -69,9 +69,12 @@ SM90_FWD_64 = TileConfig(128, 128, 4, 4, True, True)
 SM90_FWD_N64 = TileConfig(128, 64, 4, 3, True, True)
 SM90_FWD_64_N64 = TileConfig(128, 64, 4, 4, True, True)
 # The default takes them where query tiles have at most this many 128-key tiles on average (the
-# block metadata's count): document8 at 2048 has 1.5 (0.280 -> 0.265 ms), document_random 3.9;
-# causal at 2048 has 8.5, sliding1024 about 7.
-SM90_SHORT_ROWS = 4.0
+# block metadata's count), by padded head dim. Same process, kernel ms, 128-key vs 64-key tiles:
+# D=128: document8 at 2048 (1.5 tiles) 0.280 vs 0.265, document_random (3.9) 0.527 vs 0.46; at 8192
+# document8 (4.5) 0.421 vs 0.439, document_random 0.736 vs 0.788, sliding1024 0.600 vs 0.679; causal
+# at 2048 (8.5) 0.618 vs 0.657. D=64: document8 at 2048 0.231 vs 0.210, document_random 0.438 vs
+# 0.378; at 8192 document8 (4.5) 0.381 vs 0.346, document_random 0.595 vs 0.603.
+SM90_SHORT_ROWS = {64: 5.0, 128: 4.0}
 SM90_CONSUMER_REGS = 240
 # by padded head dim:
 SM90_PINGPONG = {64: False, 128: True}  # the two consumer groups take turns issuing their products
@@ -80,7 +83,7 @@ SM90_PINGPONG = {64: False, 128: True}  # the two consumer groups take turns iss
 def sm90_config(block_d: int, row_tiles: float | None = None) -> TileConfig:
     """The Gluon forward's default tile for a padded head dim (64 or 128) and programs of
     `row_tiles` 128-key tiles on average (None: not known)."""
-    if row_tiles is not None and row_tiles <= SM90_SHORT_ROWS:
+    if row_tiles is not None and row_tiles <= SM90_SHORT_ROWS[64 if block_d <= 64 else 128]:
         return SM90_FWD_64_N64 if block_d <= 64 else SM90_FWD_N64
     return SM90_FWD_64 if block_d <= 64 else SM90_FWD
 
