@@ -274,8 +274,9 @@ def _bytecode_env() -> dict:
     untimed process imports them first."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env.setdefault("PYTHONPYCACHEPREFIX", os.path.join(tempfile.gettempdir(), "attnforge-bench-pycache"))
-    subprocess.run([sys.executable, "-c", "import torch, triton, sympy, networkx, lark, jinja2, attnforge, "
-                    "attnforge.passes.simplify, attnforge.runtime.launch, triton.experimental.gluon.nvidia.hopper"], env=env, capture_output=True, timeout=600)
+    modules = ("torch, triton, sympy, networkx, lark, jinja2, attnforge, attnforge.passes.simplify, "
+               "attnforge.runtime.launch, triton.experimental.gluon.nvidia.hopper")
+    subprocess.run([sys.executable, "-c", f"import {modules}"], env=env, capture_output=True, timeout=600)
     return env
 
 

@@ -347,12 +347,14 @@ def launch(k: Kernels, call: Call, fallback: bool = True) -> None:
     # autotuner's choice and the default) must not take each other's fitted settings
     key = (k.key, call.kind, tuple(sorted(call.constexprs.items(), key=lambda kv: kv[0])),
            tuple(sorted(call.options.items())))
+    first = key not in _FITTED
     consts, opts = _FITTED.get(key, (call.constexprs, call.options))
     while True:
         try:
             fn(*call.args, **consts, **opts)
             _FITTED[key] = (consts, opts)
-            keep_jit_hashes(f"{k.key}_{call.kind}", mod)
+            if first:  # (this process's first launch of the config: Triton has hashed the module)
+                keep_jit_hashes(f"{k.key}_{call.kind}", mod)
             return
         except triton.runtime.errors.OutOfResources:
             inner = INNER.get(call.kind)
