@@ -167,16 +167,23 @@ def test_first_forward_compiles_the_backward_ahead():
         assert ops._kernels(other._key, q, k, v).ahead is None
 
 
-@pytest.mark.parametrize("name, D", [("causal", 128), ("softcap", 128), ("document", 128), ("far", 128),
-                                     ("causal", 64), ("document", 64), ("far", 48)])
-def test_sm90_forward_runs_and_matches_the_reference(name, D, monkeypatch):
-    """On Hopper, bf16 at head dims 64 and 128 (48 padded to 64) runs the Gluon forward (fwd_sm90);
-    an odd length, GQA and the LSE against the float64 reference with flex's rule. `far` leaves the
-    first 501 rows (whole query tiles among them, whose programs have no key tile to walk) with
-    nothing to attend to: output 0, LSE -inf."""
+@pytest.mark.parametrize("name, D, block_n", [("causal", 128, 128), ("softcap", 128, 128), ("document", 128, 128),
+                                              ("far", 128, 128), ("causal", 64, 128), ("document", 64, 128),
+                                              ("far", 48, 128), ("causal", 128, 64), ("document", 128, 64),
+                                              ("far", 128, 64), ("document", 64, 64)])
+def test_sm90_forward_runs_and_matches_the_reference(name, D, block_n, monkeypatch):
+    """On Hopper, bf16 at head dims 64 and 128 (48 padded to 64) runs the Gluon forward (fwd_sm90),
+    with 128-key tiles and with the 64-key tiles of short programs; an odd length, GQA and the LSE
+    against the float64 reference with flex's rule. `far` leaves the first 501 rows (whole query
+    tiles among them, whose programs have no key tile to walk) with nothing to attend to: output 0,
+    LSE -inf."""
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("needs an sm_90 GPU")
+    from attnforge.codegen import configs
     from attnforge.runtime import launch
+
+    tiles = {128: (configs.SM90_FWD_64, configs.SM90_FWD), 64: (configs.SM90_FWD_64_N64, configs.SM90_FWD_N64)}
+    monkeypatch.setattr(launch, "sm90_config", lambda d, rows=None: tiles[block_n][d > 64])
 
     v = attnforge.compile("attention far() { mask = q_idx - kv_idx > 500 }" if name == "far"
                           else str(EXAMPLES / f"{name}.attn"))
@@ -186,9 +193,10 @@ def test_sm90_forward_runs_and_matches_the_reference(name, D, monkeypatch):
     k, vv = (torch.randn(2, 2, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     tensors = {"document_id": torch.arange(L, device="cuda", dtype=torch.int32) // 300} if name == "document" else {}
     ran, real_launch = [], launch.launch
-    monkeypatch.setattr(launch, "launch", lambda kern, call, **kw: (ran.append(call.kind), real_launch(kern, call, **kw)))
+    monkeypatch.setattr(launch, "launch", lambda kern, call, **kw: (ran.append((call.kind, call.constexprs["BLOCK_N"])),
+                                                                     real_launch(kern, call, **kw)))
     out, lse = v(q, k, vv, return_lse=True, enable_gqa=True, **tensors)
-    assert ran == ["fwd_sm90"]
+    assert ran == [("fwd_sm90", block_n)]
     gold, glse = v.reference(q.double(), k.double(), vv.double(), return_lse=True, enable_gqa=True, **tensors)
     low = v.reference(q, k, vv, enable_gqa=True, **tensors)
     assert (out.double() - gold).abs().max() <= 2 * (low.double() - gold).abs().max() + 1e-3
