@@ -68,8 +68,9 @@ SM90_FWD_64 = TileConfig(128, 128, 4, 4, True, True)
 # few tiles, made every program slower, full 2048 0.969 -> 1.250 ms: dropped.)
 SM90_FWD_N64 = TileConfig(128, 64, 4, 3, True, True)
 SM90_FWD_64_N64 = TileConfig(128, 64, 4, 4, True, True)
-# The default takes them where query tiles have at most this many 128-key tiles on average (the
-# block metadata's count), by padded head dim. Same process, kernel ms, 128-key vs 64-key tiles:
+# The default takes them where query tiles have at most this many 128-key tiles on average in the
+# variant's first block metadata (decided once per variant: a new length compiles nothing), by
+# padded head dim. Same process, kernel ms, 128-key vs 64-key tiles:
 # D=128: document8 at 2048 (1.5 tiles) 0.280 vs 0.265, document_random (3.9) 0.527 vs 0.46; at 8192
 # document8 (4.5) 0.421 vs 0.439, document_random 0.736 vs 0.788, sliding1024 0.600 vs 0.679; causal
 # at 2048 (8.5) 0.618 vs 0.657. D=64: document8 at 2048 0.231 vs 0.210, document_random 0.438 vs

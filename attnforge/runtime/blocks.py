@@ -68,29 +68,14 @@ class BlockMask:
             self._cache[rows, block] = torch.sort(key, descending=True, stable=True).indices[:n].to(torch.int32)
         return self._cache[rows, block]
 
-    def row_tiles(self) -> float | None:
+    def row_tiles(self) -> float:
         """Mean number of key tiles (partial and full) per query tile: how long a forward program
-        is. Counted on the device that holds the lists; from a GPU the count comes back to the host
-        without waiting (a pinned copy and an event), so it is None until the copy has landed."""
+        is (a host sync where the lists live on a GPU)."""
         if self.host is not None:
             return self.host.row_tiles()
-        found = self._cache.get("row_tiles")
-        if found is None:
-            count = (self.kv.num.sum() + self.kv_full.num.sum()).float() / max(self.kv.num.numel(), 1)
-            if count.device.type != "cuda":
-                found = self._cache["row_tiles"] = float(count)
-                return found
-            dst = torch.empty((), dtype=torch.float32, pin_memory=True)
-            dst.copy_(count, non_blocking=True)
-            done = torch.cuda.Event()
-            done.record()
-            found = self._cache["row_tiles"] = (dst, done)
-        if isinstance(found, float):
-            return found
-        dst, done = found
-        if not done.query():
-            return None
-        self._cache["row_tiles"] = float(dst)
+        if "row_tiles" not in self._cache:
+            count = self.kv.num.sum() + self.kv_full.num.sum()
+            self._cache["row_tiles"] = float(count) / max(self.kv.num.numel(), 1)
         return self._cache["row_tiles"]
 
     @property

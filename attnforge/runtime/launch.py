@@ -44,6 +44,7 @@ class Kernels:
     rule_params: list[str]    # captured tensors the block rules read
     sm90: bool = False        # the Gluon forward runs here (Hopper, and a variant it covers)
     ahead: list | None = None  # compiles of the backward's kernels started by the first forward
+    row_tiles: float | None = None  # the first block metadata's key tiles per query tile (`_row_tiles`)
 
 
 class _Modules(dict):
@@ -196,21 +197,16 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
     return Call("fwd", "attn_fwd", (Lq, B * H, cfg.block_m), args, consts, _options(cfg))
 
 
-# per (variant, lengths): the last known mean of key tiles per query tile, for masks whose own count
-# has not reached the host yet (a training loop's new document ids each step: the previous step's)
-_ROW_TILES: dict[tuple, float] = {}
-
-
 def _row_tiles(k: Kernels, bm: BlockMask) -> float | None:
-    """How long the forward's programs are (`BlockMask.row_tiles`), never waiting on the GPU."""
+    """How long the forward's programs are (`BlockMask.row_tiles`), taken from the variant's first
+    block metadata and kept: one tile per variant, so a new length never compiles another (the count
+    waits on the GPU once, on a first call that compiles anyway). None for metadata without values
+    (meta tensors: ahead-of-time compiles)."""
     if bm.kv.num.device.type == "meta":
         return None
-    key = (k.key, bm.Lq, bm.Lk)
-    found = bm.row_tiles()
-    if found is None:
-        return _ROW_TILES.get(key)
-    _ROW_TILES[key] = found
-    return found
+    if k.row_tiles is None:
+        k.row_tiles = bm.row_tiles()
+    return k.row_tiles
 
 
 @cache
