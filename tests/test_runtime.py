@@ -174,6 +174,22 @@ def test_a_warm_process_never_imports_sympy(tmp_path):
     assert [r.stdout.split()[-1] for r in runs] == ["True", "False"]
 
 
+def test_masks_alone_lower_without_sympy(tmp_path):
+    """A variant without float arithmetic in its score (masks only: causal, windows, documents)
+    lowers, cold, without importing sympy (~0.4-0.6 s of a first call); its derivative is 1."""
+    script = textwrap.dedent("""
+        import sys, attnforge
+        v = attnforge.compile("attention d(doc: i32[L]) { mask = (doc[q_idx] == doc[kv_idx]) & (q_idx - kv_idx < 9) }")
+        print(repr(v.lowered.grads[0].d_score), "sympy" in sys.modules)
+        attnforge.compile("attention a() { score = score - 0.5 * abs(q_idx - kv_idx) }").lowered
+        print("sympy" in sys.modules)
+    """)
+    env = {**os.environ, "ATTNFORGE_CACHE_DIR": str(tmp_path), "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["Const(value=1.0,", "dtype='float')", "False", "True"]
+
+
 def test_a_fork_waits_for_compiles_under_way():
     """The backward's kernels compile on threads that end with their compiles; a fork in the
     meantime waits for them (here with stand-in jobs: one slow, one failing)."""

@@ -1,8 +1,8 @@
 """IR -> IR passes. `lower()` runs them in order; `PIPELINE` is the flat list.
 
-The pass modules (and sympy, which the simplifier and the differentiator stand on) are imported on
-first use: a process whose lowered programs come from the disk cache (`runtime/cache.py`) never
-imports sympy.
+The pass modules are imported on first use, and sympy (which the simplifier and the differentiator
+stand on) only for a program with float arithmetic in its score: a process whose lowered programs
+come from the disk cache (`runtime/cache.py`), or whose variants are masks alone, never imports it.
 """
 from __future__ import annotations
 

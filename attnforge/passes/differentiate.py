@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir.errors import DSLError
-from ..ir.expr import FLOAT, Load, Var, walk
+from ..ir.expr import FLOAT, Const, Load, Var, walk
 from ..ir.program import Program, ScoreGrad, SoftmaxBranch
 from .simplify import apply_rules
-from .sympy_bridge import Unsupported, derivative
 
 SCORE = Var("score", FLOAT)
 
@@ -26,6 +25,11 @@ def differentiate(prog: Program) -> Program:
             continue
         loads = tuple(dict.fromkeys(n for n in walk(br.score) if isinstance(n, Load)
                                     and n.dtype == FLOAT))
+        if br.score == SCORE:  # the score as it is (masks only): no sympy
+            grads.append(ScoreGrad(br.name, Const(1.0, FLOAT), ()))
+            continue
+        from .sympy_bridge import Unsupported, derivative
+
         try:
             d = derivative(br.score, (SCORE,) + loads)
         except (Unsupported, TypeError, ValueError) as err:

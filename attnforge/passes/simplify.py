@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import sympy as sp
-
 from ..ir.expr import (FLOAT, Binary, Call, Expr, Unary, cast, children, rewrite, size,
                        with_children)
 from ..ir.program import Program
 from .canonicalize import fold_constants, map_exprs
 from .patterns import P, build, match, pfn, pmax, pmin, pwhere
-from .sympy_bridge import Bridge, Unsupported
 
 x, y, xi, yi, xb, c = P.x, P.y, P.xi, P.yi, P.xb, P.c
 
@@ -80,10 +77,12 @@ def _is_arith(n: Expr) -> bool:
     return False
 
 
-def _bounded_simplify(s: sp.Expr) -> sp.Expr:
+def _bounded_simplify(s):
     """The smallest of a few rewrites whose cost stays polynomial in the tree's size. Not
     `sp.simplify`: its trigonometric and hyperbolic search ran for minutes on scores like
     `-(exp(tanh(score)) + sigmoid(-0.01 * doc[q_idx + kv_idx]))` (found by a property test)."""
+    import sympy as sp
+
     candidates = [s]
     for rewrite_ in (sp.factor_terms, sp.cancel, sp.powsimp, sp.together, lambda t: sp.powsimp(sp.expand(t))):
         try:
@@ -98,6 +97,9 @@ def sympy_simplify(e: Expr) -> Expr:
     """sympy's simplification of one float arithmetic tree, kept only when it is smaller."""
     if size(e) > 40:
         return e
+    # sympy (~0.4 s to import) only for programs with float arithmetic: masks alone never load it
+    from .sympy_bridge import Bridge, Unsupported
+
     br = Bridge()
     try:
         s = br.to_sympy(e)
