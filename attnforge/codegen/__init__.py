@@ -82,18 +82,14 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
 
     def block(e, target, axes, indent=4, prefix="t"):
         code = render_block(e, target, axes, SCALARS, prefix, indent=" " * indent)
-        if target == "z" and _ignores_score(e):
-            code += f"\n{' ' * indent}z = tl.broadcast_to(z, qk.shape)"
-        return code
+        return _tile_shaped(code, e, indent) if target == "z" else code
 
     def score_and_grad(axes) -> tuple[str, str]:
         """score_mod (`z`) and its derivative (`g`) for a backward tile: one rendering, so the
         derivative reuses what the score computed; the mask between them names with `u`."""
         items = ([] if identity else [(score, "z")]) + ([] if dscore_one else [(grad.d_score, "g")])
         blocks = render_blocks(items, axes, SCALARS, indent=" " * 4)
-        z = "" if identity else blocks.pop(0)
-        if z and _ignores_score(score):
-            z += "\n    z = tl.broadcast_to(z, qk.shape)"
+        z = "" if identity else _tile_shaped(blocks.pop(0), score, 4)
         return z, "" if dscore_one else blocks[0]
 
     score_gl, mask_gl = _gluon_blocks(prog)
@@ -120,6 +116,11 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
     code = " ".join([*(v for v in ctx.values() if isinstance(v, str)), *(d["code"] for d in ctx["diag_loads"])])
     ctx["helpers"] = sorted(set(re.findall(r"\b(_floordiv|_floormod|_tanh|_sign|_pow)\(", code)))
     return ctx
+
+
+def _tile_shaped(code: str, score, indent: int) -> str:
+    """score_mod's block, its `z` broadcast to the tile where the score_mod never reads `score`."""
+    return code + f"\n{' ' * indent}z = tl.broadcast_to(z, qk.shape)" if _ignores_score(score) else code
 
 
 def _ignores_score(score) -> bool:

@@ -72,7 +72,7 @@ def _import(path: Path, name: str, interpret: bool):
 
 def on_disk(key: str) -> bool:
     """The module for `key` is in memory or on disk (a process has generated it before)."""
-    return key in _MEMORY or (cache_dir() / "kernels" / f"af_{key}.py").exists()
+    return key in _MEMORY or _module_path(key).exists()
 
 
 # Triton keys a kernel's binary with a hash of its source and of every jitted function it calls,
@@ -80,8 +80,12 @@ def on_disk(key: str) -> bool:
 # A generated module's source is fixed by its key, so those hashes are too: they are kept next to
 # the module after its first launch (`keep_jit_hashes`) and set on its functions when a new process
 # imports it, which Triton then takes as computed. Missing or unreadable: Triton computes them.
+def _module_path(key: str) -> Path:
+    return cache_dir() / "kernels" / f"af_{key}.py"
+
+
 def _hashes_path(key: str) -> Path:
-    return cache_dir() / "kernels" / f"af_{key}.hashes.json"
+    return _module_path(key).with_suffix(".hashes.json")
 
 
 def _restore_jit_hashes(key: str, mod) -> None:
@@ -119,7 +123,7 @@ def load_module(key: str, build, interpret: bool):
         if key in _MEMORY:
             STATS["memory_hits"] += 1
             return _MEMORY[key]
-        path = cache_dir() / "kernels" / f"af_{key}.py"
+        path = _module_path(key)
         name = f"attnforge_kernel_af_{key}"
         mod = None
         if path.exists():
