@@ -16,6 +16,7 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 import attnforge
 from attnforge import bench
 from attnforge.bench import _time
+from attnforge.codegen import configs
 from attnforge.codegen.configs import TileConfig, sm90_config, tile_config
 from attnforge.runtime import launch, ops
 
@@ -45,6 +46,11 @@ def main():
     ap.add_argument("--regs", type=int, nargs="+", default=[232, 240])
     ap.add_argument("--block-n", type=int, nargs="+", default=[128], help="keys per tile (64 or 128)")
     ap.add_argument("--fold", type=int, nargs="+", default=[1], help="scale folded into the exponent's FMA (0/1)")
+    ap.add_argument("--maxnreg", type=int, nargs="+", default=[0],
+                    help="registers per thread at launch (TileConfig.maxnreg; 0: the compiler's, one program "
+                         "per SM): 80 fits two 12-warp programs (--regs then derived) or three 8-warp ones")
+    ap.add_argument("--block-m", type=int, nargs="+", default=[128],
+                    help="query rows per program: 128 (two consumer warp groups) or 64 (one)")
     ap.add_argument("--cases", nargs="+", default=["full", "causal"], help="cases of attnforge.bench")
     args = ap.parse_args()
     for shape in args.shape or ["4,16,8192,128"]:
@@ -63,14 +69,18 @@ def main():
             res = {"flex": _time(lambda: flex(q, k, v, score_mod=case.score_mod, block_mask=blk), True),
                    "triton": _time(lambda: run(variant, q, k, v, tile_config("fwd", D)), True)}
             base = sm90_config(D)
-            for pp, stages, regs, bn, fold in itertools.product(args.pingpong, args.stages, args.regs, args.block_n,
-                                                                args.fold):
+            grid = itertools.product(args.pingpong, args.stages, args.regs, args.block_n, args.fold, args.maxnreg,
+                                     args.block_m)
+            for pp, stages, regs, bn, fold, maxnreg, bm in grid:
+                if (maxnreg and regs != args.regs[0]) or (bm == 64 and pp):
+                    continue  # (regs are derived from maxnreg; one group has no partner to take turns with)
                 FOLD = bool(fold)
-                launch.SM90_CONSUMER_REGS = regs
-                launch.SM90_PINGPONG = dict.fromkeys(launch.SM90_PINGPONG, bool(pp))
-                cfg = TileConfig(base.block_m, bn, base.num_warps, stages, True, True)
+                configs.SM90_CONSUMER_REGS = regs
+                configs.SM90_PINGPONG = dict.fromkeys(configs.SM90_PINGPONG, bool(pp))
+                cfg = TileConfig(bm, bn, base.num_warps, stages, True, True, maxnreg)
                 err = (run(variant, q, k, v, cfg).float() - gold.float()).abs().max().item()
-                label = f"pingpong={int(pp)} s{stages} r{regs} n{bn} fold{fold}"
+                label = (f"m{bm} n{bn} s{stages} pingpong={int(pp)} fold{fold} "
+                         + (f"maxnreg{maxnreg}" if maxnreg else f"r{regs}"))
                 res[label] = _time(lambda: run(variant, q, k, v, cfg), True)
                 print(f"  {name} {shape} {label}: {res[label]:.3f} ms (max diff vs the Triton forward {err:.1e})", flush=True)
             print(f"{name} {shape}: " + "  ".join(f"{n} {t:.3f} ms {flops / t / 1e9:.0f} TF/s {res['flex'] / t:.2f}x"

@@ -16,11 +16,15 @@ class TileConfig:
     num_stages: int
     tma: bool = True   # tiles through tensor descriptors where the layout allows
     sm90: bool = False  # the Gluon forward for Hopper (fwd_sm90.py.jinja) where it applies
+    # registers per thread at launch (0: the compiler's choice); the Gluon forward's 12 warps take
+    # all of an SM's at 168, one program per SM; at 80 two programs share an SM
+    maxnreg: int = 0
 
     @property
     def label(self) -> str:
         return (f"{self.block_m}x{self.block_n} w{self.num_warps} s{self.num_stages}"
-                f"{'' if self.tma else ' ptr'}{' sm90' if self.sm90 else ''}")
+                f"{'' if self.tma else ' ptr'}{' sm90' if self.sm90 else ''}"
+                f"{f' r{self.maxnreg}' if self.maxnreg else ''}")
 
 
 def _configs(*rows: tuple) -> list[TileConfig]:
@@ -76,9 +80,24 @@ SM90_FWD_64_N64 = TileConfig(128, 64, 4, 4, True, True)
 # at 2048 (8.5) 0.618 vs 0.657. D=64: document8 at 2048 0.231 vs 0.210, document_random 0.438 vs
 # 0.378; at 8192 document8 (4.5) 0.381 vs 0.346, document_random 0.595 vs 0.603.
 SM90_SHORT_ROWS = {64: 5.0, 128: 4.0}
-SM90_CONSUMER_REGS = 240
+SM90_WG_ROWS = 64  # query rows per consumer warp group: block_m / 64 groups (one or two)
+SM90_CONSUMER_REGS = 240  # setmaxnreg of a consumer group at the compiler's launch registers
+SM90_PRODUCER_REGS = 24
 # by padded head dim:
 SM90_PINGPONG = {64: False, 128: True}  # the two consumer groups take turns issuing their products
+
+
+def sm90_consumer_regs(cfg: TileConfig) -> int:
+    """Registers of the second consumer group (Triton gives the first what the producer's group and
+    the second leave of the program's `maxnreg` x 384): SM90_CONSUMER_REGS at the compiler's
+    launch count, else the largest multiple of 8 that leaves the first group as many."""
+    if not cfg.maxnreg:
+        return SM90_CONSUMER_REGS
+    return (3 * cfg.maxnreg - SM90_PRODUCER_REGS) // 2 // 8 * 8
+
+
+def sm90_pingpong(cfg: TileConfig, block_d: int) -> bool:
+    return SM90_PINGPONG[64 if block_d <= 64 else 128] and cfg.block_m > SM90_WG_ROWS
 
 
 def sm90_config(block_d: int, row_tiles: float | None = None) -> TileConfig:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from dataclasses import astuple
 from typing import Callable
 
 import triton
@@ -60,7 +61,7 @@ def _save(key: str, cfg: TileConfig) -> None:
         except (OSError, ValueError):
             table = {}
         table.update(_table())
-        table[key] = [cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages, cfg.tma, cfg.sm90]
+        table[key] = list(astuple(cfg))  # (old entries, without the later fields, read back as their defaults)
         write_atomic(_path(), json.dumps(table, indent=1, sort_keys=True))
         _TABLE = table
 

@@ -14,7 +14,7 @@ import triton.language as tl
 
 from .. import codegen
 from ..codegen import SPARSE_BLOCK, Spec, TileConfig, tile_config
-from ..codegen.configs import SM90_CONSUMER_REGS, SM90_PINGPONG, sm90_config
+from ..codegen.configs import SM90_PRODUCER_REGS, SM90_WG_ROWS, sm90_config, sm90_consumer_regs, sm90_pingpong
 from ..ir.program import Program
 from ..passes.toeplitz import reads_batch, toeplitz_loads
 from . import autotune, warmup
@@ -190,9 +190,10 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
         # builds its own)
         args[:4] = _sm90_descriptors(q, k_, v, out, cfg, k.spec)
         return Call("fwd_sm90", "attn_fwd", (Lq, B * H, cfg.block_m), args,
-                    dict(consts, STAGES=cfg.num_stages, CONSUMER_REGS=SM90_CONSUMER_REGS,
-                         PINGPONG=SM90_PINGPONG[k.spec.block_d], SCALE_POS=scale > 0),
-                    {"num_warps": cfg.num_warps})
+                    dict(consts, STAGES=cfg.num_stages, CONSUMER_REGS=sm90_consumer_regs(cfg),
+                         PRODUCER_REGS=SM90_PRODUCER_REGS, PINGPONG=sm90_pingpong(cfg, k.spec.block_d),
+                         SCALE_POS=scale > 0),
+                    {"num_warps": cfg.num_warps, **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {})})
     consts.update(USE_TMA=cfg.tma and _tma_ok(k, k_, v), **precision(q.dtype))
     return Call("fwd", "attn_fwd", (Lq, B * H, cfg.block_m), args, consts, _options(cfg))
 
@@ -218,15 +219,15 @@ def _nvmma_layout(dtype: torch.dtype, rows: int, cols: int):
 
 
 def _sm90_descriptors(q, k_, v, out, cfg: TileConfig, spec: Spec) -> list:
-    """[B, H, L, D] descriptors with [1, 1, rows, padded D] boxes: half a query tile (one consumer
-    group's rows) for Q and O, a key tile for K and V."""
+    """[B, H, L, D] descriptors with [1, 1, rows, padded D] boxes: one consumer group's rows for Q
+    and O, a key tile for K and V."""
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    half = cfg.block_m // 2
+    wg = SM90_WG_ROWS
     return [TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, cols],
                              _nvmma_layout(t.dtype, rows, cols))
-            for t, rows, cols in ((q, half, spec.block_d), (k_, cfg.block_n, spec.block_d),
-                                  (v, cfg.block_n, spec.block_dv), (out, half, spec.block_dv))]
+            for t, rows, cols in ((q, wg, spec.block_d), (k_, cfg.block_n, spec.block_d),
+                                  (v, cfg.block_n, spec.block_dv), (out, wg, spec.block_dv))]
 
 
 @dataclass
