@@ -167,13 +167,16 @@ def test_first_forward_compiles_the_backward_ahead():
         assert ops._kernels(other._key, q, k, v).ahead is None
 
 
-@pytest.mark.parametrize("name, D, block_n", [("causal", 128, 128), ("softcap", 128, 128), ("document", 128, 128),
-                                              ("far", 128, 128), ("causal", 64, 128), ("document", 64, 128),
-                                              ("far", 48, 128), ("causal", 128, 64), ("document", 128, 64),
-                                              ("far", 128, 64), ("document", 64, 64)])
-def test_sm90_forward_runs_and_matches_the_reference(name, D, block_n, monkeypatch):
+@pytest.mark.parametrize("name, D, tile", [("causal", 128, "long"), ("softcap", 128, "long"), ("document", 128, "long"),
+                                           ("far", 128, "long"), ("causal", 64, "long"), ("document", 64, "long"),
+                                           ("far", 48, "long"), ("causal", 128, "short"), ("document", 128, "short"),
+                                           ("far", 128, "short"), ("softcap", 128, "short"), ("causal", 64, "short"),
+                                           ("document", 64, "short"), ("far", 48, "short"), ("document", 128, "n64"),
+                                           ("far", 128, "n64")])
+def test_sm90_forward_runs_and_matches_the_reference(name, D, tile, monkeypatch):
     """On Hopper, bf16 at head dims 64 and 128 (48 padded to 64) runs the Gluon forward (fwd_sm90),
-    with 128-key tiles and with the 64-key tiles of short programs; an odd length, GQA and the LSE
+    with its tile for long programs, its tiles for short ones (several programs per SM; one consumer
+    group at head dim 128) and 64-key tiles with one program per SM; an odd length, GQA and the LSE
     against the float64 reference with flex's rule. `far` leaves the first 501 rows (whole query
     tiles among them, whose programs have no key tile to walk) with nothing to attend to: output 0,
     LSE -inf."""
@@ -182,8 +185,10 @@ def test_sm90_forward_runs_and_matches_the_reference(name, D, block_n, monkeypat
     from attnforge.codegen import configs
     from attnforge.runtime import launch
 
-    tiles = {128: (configs.SM90_FWD_64, configs.SM90_FWD), 64: (configs.SM90_FWD_64_N64, configs.SM90_FWD_N64)}
-    monkeypatch.setattr(launch, "sm90_config", lambda d, rows=None: tiles[block_n][d > 64])
+    tiles = {"long": (configs.SM90_FWD_64, configs.SM90_FWD), "short": (configs.SM90_FWD_64_N64, configs.SM90_FWD_M64),
+             "n64": (None, configs.SM90_FWD_N64)}
+    cfg = tiles[tile][D > 64]
+    monkeypatch.setattr(launch, "sm90_config", lambda d, rows=None: cfg)
 
     v = attnforge.compile("attention far() { mask = q_idx - kv_idx > 500 }" if name == "far"
                           else str(EXAMPLES / f"{name}.attn"))
@@ -193,10 +198,11 @@ def test_sm90_forward_runs_and_matches_the_reference(name, D, block_n, monkeypat
     k, vv = (torch.randn(2, 2, L, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     tensors = {"document_id": torch.arange(L, device="cuda", dtype=torch.int32) // 300} if name == "document" else {}
     ran, real_launch = [], launch.launch
-    monkeypatch.setattr(launch, "launch", lambda kern, call, **kw: (ran.append((call.kind, call.constexprs["BLOCK_N"])),
-                                                                     real_launch(kern, call, **kw)))
+    monkeypatch.setattr(launch, "launch", lambda kern, call, **kw: (
+        ran.append((call.kind, call.constexprs["BLOCK_M"], call.constexprs["BLOCK_N"], call.options.get("maxnreg", 0))),
+        real_launch(kern, call, **kw)))
     out, lse = v(q, k, vv, return_lse=True, enable_gqa=True, **tensors)
-    assert ran == [("fwd_sm90", block_n)]
+    assert ran == [("fwd_sm90", cfg.block_m, cfg.block_n, cfg.maxnreg)]
     gold, glse = v.reference(q.double(), k.double(), vv.double(), return_lse=True, enable_gqa=True, **tensors)
     low = v.reference(q, k, vv, enable_gqa=True, **tensors)
     assert (out.double() - gold).abs().max() <= 2 * (low.double() - gold).abs().max() + 1e-3

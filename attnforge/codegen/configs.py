@@ -64,22 +64,31 @@ SM90_FWD = TileConfig(128, 128, 4, 3, True, True)
 # (short programs) and softcap 2.05 vs 1.93 are slower than the Triton forward. 64-key tiles: 10-15%
 # slower.
 SM90_FWD_64 = TileConfig(128, 128, 4, 4, True, True)
-# 64-key tiles (autotuner candidates, ninth session): short programs finish sooner (the first
-# product and softmax, and the last PV, that nothing overlaps, are half as long); long ones lose
-# the larger products. B=16 H=16 L=2048 D=128, kernel ms, 128-key -> 64-key tiles (3 stages):
-# document8 0.280 -> 0.262, document_random 0.529 -> 0.464 (no ping-pong: 0.527 -> 0.453); causal
-# 0.618 -> 0.657. (Both walks in one kernel, each program taking half tiles where it has at most a
-# few tiles, made every program slower, full 2048 0.969 -> 1.250 ms: dropped.)
+# Short programs (tenth session): tiles that let several programs share an SM (`maxnreg`), so one
+# program's start (Q's load, the first QK^T and softmax that nothing overlaps) and end (the last PV,
+# O's store) run beside another's loop. Head dim 128: one consumer warp group of 64 rows, 64-key
+# tiles, two stages (82 KB of shared memory, 128 registers at launch: two programs per SM); head dim
+# 64: two groups, 64-key tiles, three stages, 80 registers at launch (two 12-warp programs per SM; a
+# consumer group's 104 registers hold its 64 x 64 scores and O). Same process, kernel ms
+# (benchmarks/sm90_options.py), vs the ninth session's 64-key tile with one program per SM
+# (128x64, 3 stages, ping-pong):
+# D=128 B=16 H=16 L=2048: document8 (1.5 key tiles per query tile) 0.263 -> 0.244 (flex 0.291),
+# document_random (3.9) 0.467 -> 0.445 (flex 0.502), sliding1024 0.566 -> 0.585; B=4 H=16 L=8192:
+# document8 (4.5) 0.446 -> 0.452, document_random 0.784 -> 0.806, sliding1024 0.707 -> 0.707.
+# D=64 B=4 H=16 L=8192, vs the 128x128 4-stage default: document8 0.338 -> 0.269 (flex 0.452),
+# sliding1024 (8.9) 0.458 -> 0.425-0.430 (flex 0.462), full (64) 2.449 -> 2.533-2.594, causal (32.5)
+# 1.344 -> 1.409, ALiBi causal 1.711 -> 1.732. (At head dim 128 a 12-warp program cannot run on 80
+# registers: ptxas needs 94 for the PV product's 64 accumulator registers.)
+SM90_FWD_M64 = TileConfig(64, 64, 4, 2, True, True, 128)
+SM90_FWD_64_N64 = TileConfig(128, 64, 4, 3, True, True, 80)
+# 64-key tiles, one program per SM (the ninth session's short-program tile; autotuner candidate):
+# B=16 H=16 L=2048 D=128 vs 128-key tiles, kernel ms: document8 0.280 -> 0.262, document_random
+# 0.529 -> 0.464; causal 0.618 -> 0.657.
 SM90_FWD_N64 = TileConfig(128, 64, 4, 3, True, True)
-SM90_FWD_64_N64 = TileConfig(128, 64, 4, 4, True, True)
-# The default takes them where query tiles have at most this many 128-key tiles on average in the
-# variant's first block metadata (decided once per variant: a new length compiles nothing), by
-# padded head dim. Same process, kernel ms, 128-key vs 64-key tiles:
-# D=128: document8 at 2048 (1.5 tiles) 0.280 vs 0.265, document_random (3.9) 0.527 vs 0.46; at 8192
-# document8 (4.5) 0.421 vs 0.439, document_random 0.736 vs 0.788, sliding1024 0.600 vs 0.679; causal
-# at 2048 (8.5) 0.618 vs 0.657. D=64: document8 at 2048 0.231 vs 0.210, document_random 0.438 vs
-# 0.378; at 8192 document8 (4.5) 0.381 vs 0.346, document_random 0.595 vs 0.603.
-SM90_SHORT_ROWS = {64: 5.0, 128: 4.0}
+# The default takes the short-program tiles where query tiles have at most this many 128-key tiles
+# on average in the variant's first block metadata (decided once per variant: a new length compiles
+# nothing), by padded head dim.
+SM90_SHORT_ROWS = {64: 16.0, 128: 4.0}
 SM90_WG_ROWS = 64  # query rows per consumer warp group: block_m / 64 groups (one or two)
 SM90_CONSUMER_REGS = 240  # setmaxnreg of a consumer group at the compiler's launch registers
 SM90_PRODUCER_REGS = 24
@@ -104,7 +113,7 @@ def sm90_config(block_d: int, row_tiles: float | None = None) -> TileConfig:
     """The Gluon forward's default tile for a padded head dim (64 or 128) and programs of
     `row_tiles` 128-key tiles on average (None: not known)."""
     if row_tiles is not None and row_tiles <= SM90_SHORT_ROWS[64 if block_d <= 64 else 128]:
-        return SM90_FWD_64_N64 if block_d <= 64 else SM90_FWD_N64
+        return SM90_FWD_64_N64 if block_d <= 64 else SM90_FWD_M64
     return SM90_FWD_64 if block_d <= 64 else SM90_FWD
 
 CONFIGS = {
@@ -114,7 +123,7 @@ CONFIGS = {
          + [SM90_FWD_64, SM90_FWD_64_N64]),
         (128, TileConfig(64, 64, 4, 3, P),
          _configs((64, 64, 4, 3), (64, 64, 4, 2), (128, 128, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3, P),
-                  (128, 64, 8, 3, P)) + [SM90_FWD, SM90_FWD_N64]),
+                  (128, 64, 8, 3, P)) + [SM90_FWD, SM90_FWD_M64, SM90_FWD_N64]),
         (256, TileConfig(64, 32, 4, 2), _configs((64, 32, 4, 2), (64, 64, 4, 2), (64, 32, 4, 2, P))),
     ],
     "bwd_preprocess": [(256, TileConfig(64, 0, 4, 1), [])],
