@@ -77,8 +77,12 @@ SM90_FWD_64 = TileConfig(128, 128, 4, 4, True, True)
 # document8 (4.5) 0.446 -> 0.452, document_random 0.784 -> 0.806, sliding1024 0.707 -> 0.707.
 # D=64 B=4 H=16 L=8192, vs the 128x128 4-stage default: document8 0.338 -> 0.269 (flex 0.452),
 # sliding1024 (8.9) 0.458 -> 0.425-0.430 (flex 0.462), full (64) 2.449 -> 2.533-2.594, causal (32.5)
-# 1.344 -> 1.409, ALiBi causal 1.711 -> 1.732. (At head dim 128 a 12-warp program cannot run on 80
-# registers: ptxas needs 94 for the PV product's 64 accumulator registers.)
+# 1.344 -> 1.409, ALiBi causal 1.711 -> 1.732; B=16 H=16 L=2048 D=64 (flex, old default -> new): full
+# (16) 0.704, 0.693 -> 0.677; causal 0.440, 0.455 -> 0.410; sliding1024 0.386, 0.400 -> 0.358;
+# document8 0.275, 0.225 -> 0.164; document_random 0.502 -> 0.297. (At head dim 128 a 12-warp program
+# cannot run on 80 registers: ptxas needs 94 for the PV product's 64 accumulator registers. One group
+# on 80 registers, three programs per SM, crashed with an illegal address at head dim 64 with 3 or 4
+# stages, not 2: not used.)
 SM90_FWD_M64 = TileConfig(64, 64, 4, 2, True, True, 128)
 SM90_FWD_64_N64 = TileConfig(128, 64, 4, 3, True, True, 80)
 # 64-key tiles, one program per SM (the ninth session's short-program tile; autotuner candidate):
