@@ -180,23 +180,6 @@ def test_one_launch_backward_matches_two_launches(monkeypatch):
         assert torch.equal(a, b), name
 
 
-def test_one_launch_backward_with_transposed_dq_tiles(monkeypatch):
-    """TileConfig.dq_swap: the dQ programs take block_n rows and walk block_m keys a step (flex's
-    backward tiles); gradients against the float64 reference, GQA, an odd length and Lq != Lk."""
-    from attnforge.codegen.configs import TileConfig
-
-    mod = load_example("document")
-    variant = attnforge.compile(score_mod=mod.score_mod, mask_mod=mod.mask_mod)
-    cfg = TileConfig(32, 64, 4, 1, dq_swap=True)
-    real_tile, real_launch, seen = launch.tile_config, launch.launch, []
-    monkeypatch.setattr(launch, "tile_config", lambda kind, d: cfg if kind == "bwd" else real_tile(kind, d))
-    monkeypatch.setattr(launch, "launch", lambda k, call, *a, **kw: (
-        seen.append({n: call.constexprs.get(n) for n in ("BLOCK_M", "BLOCK_N", "DQ_BLOCK_M", "DQ_BLOCK_N")})
-        if call.kind == "bwd" else None, real_launch(k, call, *a, **kw)))
-    check_variant(variant, 1, 4, 2, 150, 170, 32, 32, torch.float32)
-    assert seen == [{"BLOCK_M": 32, "BLOCK_N": 64, "DQ_BLOCK_M": 64, "DQ_BLOCK_N": 32}]
-
-
 def test_captured_gradients_are_deterministic():
     mod = load_example("rel_bias")
     variant = attnforge.compile(score_mod=mod.score_mod, mask_mod=mod.mask_mod)

@@ -19,20 +19,12 @@ class TileConfig:
     # registers per thread at launch (0: the compiler's choice); the Gluon forward's 12 warps take
     # all of an SM's at 168, one program per SM; at 80 two programs share an SM
     maxnreg: int = 0
-    # the one-launch backward's dQ programs take block_n query rows and walk block_m keys a step
-    # (FlexAttention's backward tiles: 128-key dK/dV programs, 128-row dQ programs)
-    dq_swap: bool = False
 
     @property
     def label(self) -> str:
         return (f"{self.block_m}x{self.block_n} w{self.num_warps} s{self.num_stages}"
                 f"{'' if self.tma else ' ptr'}{' sm90' if self.sm90 else ''}"
-                f"{f' r{self.maxnreg}' if self.maxnreg else ''}{' dqT' if self.dq_swap else ''}")
-
-    @property
-    def dq_tile(self) -> tuple[int, int]:
-        """(query rows per dQ program, keys per step) of the one-launch backward."""
-        return (self.block_n, self.block_m) if self.dq_swap else (self.block_m, self.block_n)
+                f"{f' r{self.maxnreg}' if self.maxnreg else ''}")
 
 
 def _configs(*rows: tuple) -> list[TileConfig]:

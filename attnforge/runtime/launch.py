@@ -284,19 +284,17 @@ def dq_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMas
 
 def bwd_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask,
              cfg: TileConfig | None = None) -> Call:
-    """dK/dV and dQ in one launch (both with `cfg`, the dQ programs' tile maybe transposed: see
-    TileConfig.dq_swap): per kv head, its key tiles' programs, then its query heads' query tiles'."""
+    """dK/dV and dQ in one launch (both with `cfg`): per kv head, its key tiles' programs, then
+    its query heads' query tiles'."""
     B, H, Lq, _ = t.q.shape
     HKV, Lk = t.k.shape[1], t.k.shape[2]
     cfg = cfg or tile_config("bwd", k.spec.block_d)
-    dq_m, dq_n = cfg.dq_tile
-    n_kv, n_q = triton.cdiv(Lk, cfg.block_n), triton.cdiv(Lq, dq_m)
+    n_kv, n_q = triton.cdiv(Lk, cfg.block_n), triton.cdiv(Lq, cfg.block_m)
     return Call("bwd", "attn_bwd", (n_kv, n_q, B * HKV, k.spec.group),
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dq, t.dk, t.dv, *_bwd_strides(t), Lq, Lk, H, HKV, scale,
-                 *_walk(bm, "kv", cfg.block_n), *_walk(bm, "q", dq_m), n_kv, n_q,
+                 *_walk(bm, "kv", cfg.block_n), *_walk(bm, "q", cfg.block_m), n_kv, n_q,
                  *param_args(k, tensors)],
-                dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, DQ_BLOCK_M=dq_m, DQ_BLOCK_N=dq_n,
-                     **_bwd_consts(k, t, bm, cfg)), _options(cfg))
+                dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), _options(cfg))
 
 
 def _bwd_strides(t: BwdBuffers) -> list:
