@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 
 import jinja2
@@ -37,11 +37,11 @@ class Spec:
     dv: int
     group: int      # query heads per kv head
 
-    @property
+    @cached_property  # (read on every launch; a frozen dataclass's __dict__ takes it)
     def block_d(self) -> int:
         return max(16, 1 << (self.d - 1).bit_length())
 
-    @property
+    @cached_property
     def block_dv(self) -> int:
         return max(16, 1 << (self.dv - 1).bit_length())
 

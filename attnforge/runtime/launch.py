@@ -179,23 +179,23 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
         cfg = cfg or sm90_config(k.spec.block_d, _row_tiles(k, bm))
     elif cfg is None or cfg.sm90:
         cfg = tile_config("fwd", k.spec.block_d)
-    args = [q, k_, v, out, lse, *q.stride(), *k_.stride(), *v.stride(), *out.stride(),
-            lse.stride(0), lse.stride(1), Lq, Lk, H, scale,
-            *_walk(bm, "q", cfg.block_m), *param_args(k, tensors)]
+    rest = [lse.stride(0), lse.stride(1), Lq, Lk, H, scale, *_walk(bm, "q", cfg.block_m), *param_args(k, tensors)]
     consts = dict(GROUP=k.spec.group, D=D, DV=DV, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                   BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m,
                   SPARSE_N=bm.block_n)
     if sm90:
         # Q, K, V and O as TMA descriptors over the whole tensors (built on the host: no program
-        # builds its own)
-        args[:4] = _sm90_descriptors(q, k_, v, out, cfg, k.spec)
-        return Call("fwd_sm90", "attn_fwd", (Lq, B * H, cfg.block_m), args,
+        # builds its own), which carry their strides
+        return Call("fwd_sm90", "attn_fwd", (Lq, B * H, cfg.block_m),
+                    [*_sm90_descriptors(q, k_, v, out, cfg, k.spec), lse, *rest],
                     dict(consts, STAGES=cfg.num_stages, CONSUMER_REGS=sm90_consumer_regs(cfg),
                          PRODUCER_REGS=SM90_PRODUCER_REGS, PINGPONG=sm90_pingpong(cfg, k.spec.block_d),
                          SCALE_POS=scale > 0),
                     {"num_warps": cfg.num_warps, **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {})})
     consts.update(USE_TMA=cfg.tma and _tma_ok(k, k_, v), **precision(q.dtype))
-    return Call("fwd", "attn_fwd", (Lq, B * H, cfg.block_m), args, consts, _options(cfg))
+    return Call("fwd", "attn_fwd", (Lq, B * H, cfg.block_m),
+                [q, k_, v, out, lse, *q.stride(), *k_.stride(), *v.stride(), *out.stride(), *rest], consts,
+                _options(cfg))
 
 
 def _row_tiles(k: Kernels, bm: BlockMask) -> float | None:
@@ -221,13 +221,34 @@ def _nvmma_layout(dtype: torch.dtype, rows: int, cols: int):
 def _sm90_descriptors(q, k_, v, out, cfg: TileConfig, spec: Spec) -> list:
     """[B, H, L, D] descriptors with [1, 1, rows, padded D] boxes: one consumer group's rows for Q
     and O, a key tile for K and V."""
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
     wg = SM90_WG_ROWS
-    return [TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, cols],
-                             _nvmma_layout(t.dtype, rows, cols))
-            for t, rows, cols in ((q, wg, spec.block_d), (k_, cfg.block_n, spec.block_d),
-                                  (v, cfg.block_n, spec.block_dv), (out, wg, spec.block_dv))]
+    return [_descriptor(t, rows, cols) for t, rows, cols in ((q, wg, spec.block_d), (k_, cfg.block_n, spec.block_d),
+                                                             (v, cfg.block_n, spec.block_dv), (out, wg, spec.block_dv))]
+
+
+_DESCRIPTORS: dict[tuple, object] = {}
+
+
+def _descriptor(t: torch.Tensor, rows: int, cols: int):
+    """A TMA descriptor of `t` with [1, 1, rows, cols] boxes. Triton checks a descriptor's fields
+    when it is made (~10 us a descriptor on a fast host, four a forward); one made and checked for
+    the same dtype, shape, strides and box is copied with `t` as its base instead (the base's
+    alignment was checked by `_tma_ok`)."""
+    key = (t.dtype, t.shape, t.stride(), rows, cols)
+    made = _DESCRIPTORS.get(key)
+    if made is None:
+        from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+        made = TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, cols],
+                                _nvmma_layout(t.dtype, rows, cols))
+        made.base = None  # (kept without its tensor: the cache holds no memory alive)
+        if len(_DESCRIPTORS) > 256:
+            _DESCRIPTORS.clear()
+        _DESCRIPTORS[key] = made
+    copy = object.__new__(type(made))
+    copy.__dict__.update(made.__dict__)
+    copy.base = t
+    return copy
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """Input checks for every public entry point, generated from tables rather than copy-pasted."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..ir.expr import BOOL, FLOAT, INT
@@ -50,6 +52,11 @@ def check_qkv(q, k, v, enable_gqa: bool) -> None:
             raise ValueError(f"{arg}: expected {expected}, got {got(q, k, v)}")
 
 
+@functools.cache
+def _shape_text(shape: tuple) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
 def check_tensors(prog: Program, q, k, tensors: dict) -> None:
     """Every captured tensor present, of the declared kind, shape and device."""
     names = {p.name for p in prog.params}
@@ -57,10 +64,12 @@ def check_tensors(prog: Program, q, k, tensors: dict) -> None:
     if extra:
         raise ValueError(f"{', '.join(extra)}: unknown tensor argument(s); the variant reads "
                          f"{', '.join(sorted(names)) or 'no tensors'}")
+    if not prog.params:
+        return
     dims = {"B": q.shape[0], "H": q.shape[1], "Hq": q.shape[1], "Hkv": k.shape[1],
             "Lq": q.shape[2], "L": q.shape[2], "Lk": k.shape[2], "D": q.shape[3]}
     for p in prog.params:
-        shape = "[" + ", ".join(str(d) for d in p.shape) + "]"
+        shape = _shape_text(p.shape)
         if p.name not in tensors:
             raise ValueError(f"{p.name}: missing captured tensor; expected {KIND[p.scalar]} "
                              f"tensor of shape {shape}")
