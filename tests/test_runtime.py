@@ -387,6 +387,45 @@ def test_aot_specializes_arguments_as_the_jit_does():
     assert not {"Lq", "Lk", "N_SPARSE"} & set(got["divisible"] + got["ones"])
 
 
+def test_short_program_tile_that_does_not_compile_falls_back_to_the_long_one(monkeypatch):
+    """The Gluon forward's short-program tiles run on fewer registers; where ptxas cannot fit a
+    variant's score in them (PTXASError), the variant takes the long-program tile from then on, and
+    the Triton forward only where that fails too. (Launches are stubbed: no GPU here.)"""
+    import warnings
+
+    import triton
+
+    from attnforge.runtime import launch, ops
+
+    monkeypatch.setattr(launch, "_hopper", lambda device: True)
+    monkeypatch.setattr(launch, "_tma_ok", lambda *a: True)
+    monkeypatch.setattr(launch, "interpreting", lambda: False)
+    monkeypatch.setattr(ops, "_KERNELS", {})
+    for fails in ({"short"}, {"short", "long"}):
+        ran = []
+
+        def stub(kern, call, fallback=True, fails=fails):
+            tile = "short" if call.options.get("maxnreg") else "long"
+            ran.append(tile if call.kind == "fwd_sm90" else call.kind)
+            if call.kind == "fwd_sm90" and tile in fails:
+                raise triton.runtime.errors.PTXASError("ptxas fatal: Insufficient registers")
+
+        monkeypatch.setattr(launch, "launch", stub)
+        ops._KERNELS.clear()
+        v = attnforge.compile("examples/document.attn")
+        ids = torch.arange(512, dtype=torch.int32) // 128  # one key tile per query tile: short programs
+        q = torch.randn(1, 2, 512, 128, dtype=torch.bfloat16)
+        with torch.no_grad(), warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            v(q, q, q, document_id=ids)
+            v(q, q, q, document_id=ids)
+        if fails == {"short"}:  # the long tile, silently (a matter of speed only)
+            assert ran == ["short", "long", "long"] and not warned
+        else:
+            assert ran == ["short", "long", "fwd", "fwd"]
+            assert [w.category for w in warned] == [RuntimeWarning] and "Triton forward" in str(warned[0].message)
+
+
 def test_row_tiles_and_the_gluon_forwards_default_tile():
     """Programs' mean length in key tiles, from the block metadata; the Gluon forward takes the tiles
     that let programs share an SM where programs are short, deciding once per variant (a new length

@@ -2,6 +2,7 @@
 in `param_grads.py`). CPU tensors run under Triton's interpreter."""
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -385,6 +386,11 @@ def launch(k: Kernels, call: Call, fallback: bool = True) -> None:
                 raise
 
 
+# what a kernel that does not compile for this GPU raises (PTXASError: ptxas out of registers)
+_COMPILE_ERRORS = (triton.compiler.errors.CompilationError, triton.runtime.errors.OutOfResources,
+                   *((triton.runtime.errors.PTXASError,) if hasattr(triton.runtime.errors, "PTXASError") else ()))
+
+
 def forward(k: Kernels, q, k_, v, tensors: dict, scale: float, bm: BlockMask, grad: bool = False):
     """`grad`: a backward will follow (the first such forward starts compiling its kernels)."""
     B, H, Lq, _ = q.shape
@@ -400,14 +406,25 @@ def forward(k: Kernels, q, k_, v, tensors: dict, scale: float, bm: BlockMask, gr
     call = fwd_call(k, q, k_, v, out, lse, tensors, scale, bm, cfg)
     try:
         launch(k, call)
-    except (triton.compiler.errors.CompilationError, triton.runtime.errors.OutOfResources) as err:
+    except _COMPILE_ERRORS as err:
         if call.kind != "fwd_sm90":
             raise
-        # a score or mask the Gluon forward cannot compile: the Triton forward from now on
-        warnings.warn(f"attnforge: variant `{k.prog.name}`: the sm_90 forward did not compile "
-                      f"({type(err).__name__}); using the Triton forward", RuntimeWarning, stacklevel=2)
-        k.sm90 = False
-        launch(k, fwd_call(k, q, k_, v, out, lse, tensors, scale, bm, cfg))
+        if cfg is None and call.options.get("maxnreg"):
+            # the short-program tile runs on fewer registers (several programs per SM), which a
+            # heavy score or mask may not fit in: the long-program tile from now on
+            k.row_tiles = math.inf
+            call = fwd_call(k, q, k_, v, out, lse, tensors, scale, bm, cfg)
+            try:
+                launch(k, call)
+                err = None
+            except _COMPILE_ERRORS as again:
+                err = again
+        if err is not None:
+            # a score or mask the Gluon forward cannot compile: the Triton forward from now on
+            warnings.warn(f"attnforge: variant `{k.prog.name}`: the sm_90 forward did not compile "
+                          f"({type(err).__name__}); using the Triton forward", RuntimeWarning, stacklevel=2)
+            k.sm90 = False
+            launch(k, fwd_call(k, q, k_, v, out, lse, tensors, scale, bm, cfg))
     if ahead and k.ahead is None:
         compile_backward_ahead(k, q, k_, v, out, lse, tensors, scale, bm)
     return out, lse
