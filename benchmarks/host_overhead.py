@@ -1,0 +1,60 @@
+"""Host time of a call against its GPU time: for cases of `attnforge bench`, the time to issue a call
+(200 calls without waiting), the kernels' time (torch.profiler) and `triton.testing.do_bench`'s
+reading, with and without autograd. Where the host time exceeds the kernels', a benchmark measures
+the host: short kernels (document masks at L=2048) need a short host path.
+
+    python benchmarks/host_overhead.py --shape 16,16,2048,128 --cases document8 document_random causal
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import triton
+from torch.profiler import ProfilerActivity, profile
+
+from attnforge import bench
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", default="16,16,2048,128", help="B,H,L,D")
+    ap.add_argument("--cases", nargs="+", default=["document8", "document_random", "causal"])
+    ap.add_argument("--calls", type=int, default=200)
+    args = ap.parse_args()
+    B, H, L, D = map(int, args.shape.split(","))
+    for case in bench.cases(B, H, L):
+        if case.name not in args.cases:
+            continue
+        var, q, k, v = bench.case_inputs(case, B, H, L, D)
+        gqa = q.shape[1] != k.shape[1]
+
+        def fn():
+            return var(q, k, v, enable_gqa=gqa)
+
+        fn().backward(torch.randn_like(q))  # compiles everything first
+        torch.cuda.synchronize()
+        for mode, ctx in (("no grad", torch.no_grad), ("grad", torch.enable_grad)):
+            with ctx():
+                for _ in range(10):
+                    fn()
+                torch.cuda.synchronize()
+                t = time.perf_counter()
+                for _ in range(args.calls):
+                    fn()
+                issue = (time.perf_counter() - t) / args.calls * 1e3
+                torch.cuda.synchronize()
+                wall = (time.perf_counter() - t) / args.calls * 1e3
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    for _ in range(50):
+                        fn()
+                    torch.cuda.synchronize()
+                kernels = sum(e.device_time_total for e in prof.key_averages()) / 50 / 1e3
+                timed = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+            print(f"{case.name} {args.shape} {mode}: host {issue:.3f} ms/call, wall {wall:.3f}, "
+                  f"kernels {kernels:.3f}, do_bench {timed:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
