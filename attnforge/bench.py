@@ -122,6 +122,14 @@ def case_inputs(case: Case, B: int, H: int, L: int, D: int):
     return variant, q, k, v
 
 
+def selected_cases(B: int, H: int, L: int, D: int, names):
+    """(case, variant, q, k, v) of the cases named, in the benchmark's order (for the scripts in
+    benchmarks/)."""
+    for case in cases(B, H, L):
+        if case.name in names:
+            yield (case, *case_inputs(case, B, H, L, D))
+
+
 def best_config(times: dict[str, float]) -> str:
     """The autotuner's pick among its timings (config label -> ms)."""
     return min(times, key=times.get)

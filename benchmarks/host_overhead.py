@@ -24,10 +24,7 @@ def main():
     ap.add_argument("--calls", type=int, default=200)
     args = ap.parse_args()
     B, H, L, D = map(int, args.shape.split(","))
-    for case in bench.cases(B, H, L):
-        if case.name not in args.cases:
-            continue
-        var, q, k, v = bench.case_inputs(case, B, H, L, D)
+    for case, var, q, k, v in bench.selected_cases(B, H, L, D, args.cases):
         gqa = q.shape[1] != k.shape[1]
 
         def fn():

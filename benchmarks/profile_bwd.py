@@ -39,10 +39,7 @@ def main():
     ap.add_argument("--cases", nargs="*", default=["full", "causal", "document8"])
     args = ap.parse_args()
     B, H, L, D = map(int, args.shape.split(","))
-    for case in bench.cases(B, H, L):
-        if case.name not in args.cases:
-            continue
-        variant, q, k, v = bench.case_inputs(case, B, H, L, D)
+    for case, variant, q, k, v in bench.selected_cases(B, H, L, D, args.cases):
         gqa = q.shape[1] != k.shape[1]
         do = torch.randn_like(q)
         torch._dynamo.reset()
