@@ -426,6 +426,22 @@ def test_short_program_tile_that_does_not_compile_falls_back_to_the_long_one(mon
             assert [w.category for w in warned] == [RuntimeWarning] and "Triton forward" in str(warned[0].message)
 
 
+def test_tma_descriptors_are_copies_of_a_checked_one():
+    """The Gluon forward's host descriptors: made and checked once per dtype, shape, strides and box,
+    then copied with each call's tensor as the base; the cache keeps no tensor alive."""
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    from attnforge.runtime import launch
+
+    a, b = (torch.randn(2, 3, 200, 64, dtype=torch.bfloat16) for _ in range(2))
+    first, second = launch._descriptor(a, 64, 64), launch._descriptor(b, 64, 64)
+    fresh = TensorDescriptor(b, list(b.shape), list(b.stride()), [1, 1, 64, 64], launch._nvmma_layout(b.dtype, 64, 64))
+    assert first.base is a and second.base is b and type(second) is TensorDescriptor
+    assert {n: v for n, v in vars(second).items() if n != "base"} == {n: v for n, v in vars(fresh).items() if n != "base"}
+    assert all(d.base is None for d in launch._DESCRIPTORS.values())
+    assert launch._descriptor(b.transpose(1, 2), 64, 64).strides == list(b.transpose(1, 2).stride())
+
+
 def test_row_tiles_and_the_gluon_forwards_default_tile():
     """Programs' mean length in key tiles, from the block metadata; the Gluon forward takes the tiles
     that let programs share an SM where programs are short, deciding once per variant (a new length
