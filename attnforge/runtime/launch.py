@@ -401,30 +401,25 @@ def forward(k: Kernels, q, k_, v, tensors: dict, scale: float, bm: BlockMask, gr
     ahead = grad and k.ahead is None and not interpreting()
     if ahead and _is_new(k):
         compile_backward_ahead(k, q, k_, v, out, lse, tensors, scale, bm)
-    cfg = autotune.config_for(k, "fwd", Lq, lambda c: fwd_call(k, q, k_, v, out, lse, tensors, scale, bm, c),
-                              launch)
-    call = fwd_call(k, q, k_, v, out, lse, tensors, scale, bm, cfg)
-    try:
-        launch(k, call)
-    except _COMPILE_ERRORS as err:
-        if call.kind != "fwd_sm90":
-            raise
-        if cfg is None and call.options.get("maxnreg"):
-            # the short-program tile runs on fewer registers (several programs per SM), which a
-            # heavy score or mask may not fit in: the long-program tile from now on
-            k.row_tiles = math.inf
-            call = fwd_call(k, q, k_, v, out, lse, tensors, scale, bm, cfg)
-            try:
-                launch(k, call)
-                err = None
-            except _COMPILE_ERRORS as again:
-                err = again
-        if err is not None:
+    make = lambda c: fwd_call(k, q, k_, v, out, lse, tensors, scale, bm, c)  # noqa: E731
+    cfg = autotune.config_for(k, "fwd", Lq, make, launch)
+    while True:  # each fallback below happens once per variant, and ends in the Triton forward
+        call = make(cfg)
+        try:
+            launch(k, call)
+            break
+        except _COMPILE_ERRORS as err:
+            if call.kind != "fwd_sm90":
+                raise
+            if cfg is None and call.options.get("maxnreg"):
+                # the short-program tile runs on fewer registers (several programs per SM), which a
+                # heavy score or mask may not fit in: the long-program tile from now on
+                k.row_tiles = math.inf
+                continue
             # a score or mask the Gluon forward cannot compile: the Triton forward from now on
             warnings.warn(f"attnforge: variant `{k.prog.name}`: the sm_90 forward did not compile "
                           f"({type(err).__name__}); using the Triton forward", RuntimeWarning, stacklevel=2)
             k.sm90 = False
-            launch(k, fwd_call(k, q, k_, v, out, lse, tensors, scale, bm, cfg))
     if ahead and k.ahead is None:
         compile_backward_ahead(k, q, k_, v, out, lse, tensors, scale, bm)
     return out, lse
