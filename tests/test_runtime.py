@@ -282,8 +282,7 @@ def test_the_sm90_forward_needs_tma_aligned_rows_in_out_too():
     aligned row strides: a V sliced from a wider tensor (aligned) whose head dim (100) leaves the
     output's rows unaligned (200 bytes) takes the Triton forward."""
     from attnforge.codegen import Spec
-    from attnforge.runtime.aot import _meta_lists
-    from attnforge.runtime.blocks import BlockMask
+    from attnforge.runtime.blocks import meta_block_mask
     from attnforge.runtime.launch import fwd_call, kernels_for
 
     v = attnforge.compile(CAUSAL)
@@ -291,7 +290,7 @@ def test_the_sm90_forward_needs_tma_aligned_rows_in_out_too():
     kern.sm90 = kern.tma = True
     q, k = (torch.empty(1, 2, 256, 128, dtype=torch.bfloat16, device="meta") for _ in range(2))
     lse = torch.empty(1, 2, 256, dtype=torch.float32, device="meta")
-    bm = BlockMask(256, 256, 128, 128, *(_meta_lists(2, 2) for _ in range(4)))
+    bm = meta_block_mask(256, 256, 128, 128)
     for dv_alloc, kind in ((100, "fwd"), (104, "fwd_sm90")):
         vv = torch.empty(1, 2, 256, 128, dtype=torch.bfloat16, device="meta")[..., :100]
         out = torch.empty(1, 2, 256, dv_alloc, dtype=torch.bfloat16, device="meta")[..., :100]
@@ -357,12 +356,12 @@ import json, torch, attnforge
 from attnforge.runtime import aot
 from attnforge.runtime.launch import fwd_call, kernels_for
 from attnforge.codegen import Spec
-from attnforge.runtime.blocks import BlockMask
+from attnforge.runtime.blocks import meta_block_mask
 v = attnforge.compile("attention c() { mask = q_idx >= kv_idx }")
 kern = kernels_for(v.lowered, v.program, Spec("bfloat16", 64, 64, 1), torch.device("meta"))
 m = lambda *s, dt=torch.bfloat16: torch.empty(*s, dtype=dt, device="meta")
 q, lse = m(2, 2, 1024, 64), m(2, 2, 1024, dt=torch.float32)
-bm = BlockMask(1024, 1024, 128, 128, *(aot._meta_lists(8, 8) for _ in range(4)))
+bm = meta_block_mask(1024, 1024, 128, 128)
 fn = kern.modules["fwd"].attn_fwd
 sig, consts, attrs = aot._signature(fn, fwd_call(kern, q, q, q, q, lse, {}, 0.125, bm))
 ones = sorted(n for n, c in consts.items() if type(c) is int and c == 1)
@@ -465,6 +464,35 @@ def test_row_tiles_and_the_gluon_forwards_default_tile():
     assert launch._row_tiles(Kern, bm) == pytest.approx(4.5)
     assert launch._row_tiles(Kern, causal.block_mask(1, 1, 4096, 4096)) == pytest.approx(4.5)  # kept
 
+
+
+def test_small_tiles_walk_block_metadata_of_their_own_size(monkeypatch):
+    """Kernels whose tiles are smaller than the variant's 128 x 128 metadata walk metadata in tiles of
+    their own size: a causal diagonal tile's empty quarter is skipped and its full quarter runs without
+    the mask. 128-tile kernels, and grids past FINE_MAX_TILES, keep the variant's metadata; a call
+    carries the sizes of the metadata it walks."""
+    from attnforge.codegen import Spec, TileConfig
+    from attnforge.runtime import launch
+
+    v = attnforge.compile(CAUSAL)
+    kern = launch.kernels_for(v.lowered, v.program, Spec("float32", 16, 16, 1), torch.device("cpu"))
+    bm = launch.block_mask_for(kern, 1, 2, 256, 256, {}, torch.device("cpu"))
+    assert (int(bm.kv.num.sum()), int(bm.kv_full.num.sum())) == (2, 1)  # 12 quarters of 64 x 64
+    fine = launch.tile_block_mask(kern, bm, 1, 2, torch.device("cpu"), {}, TileConfig(64, 64, 4, 2))
+    assert (fine.block_m, fine.block_n) == (64, 64)
+    assert (int(fine.kv.num.sum()), int(fine.kv_full.num.sum())) == (4, 6)  # 2 quarters skipped
+    assert (int(fine.q.num.sum()), int(fine.q_full.num.sum())) == (4, 6)
+    assert launch.tile_block_mask(kern, bm, 1, 2, torch.device("cpu"), {}, TileConfig(64, 64, 4, 2)) is fine
+    assert launch.tile_block_mask(kern, bm, 1, 2, torch.device("cpu"), {}, TileConfig(128, 128, 8, 2)) is bm
+    rect = launch.tile_block_mask(kern, bm, 1, 2, torch.device("cpu"), {}, TileConfig(128, 64, 4, 2))
+    assert (rect.block_m, rect.block_n) == (128, 64)
+    monkeypatch.setattr(launch, "FINE_MAX_TILES", 8)  # 4 x 4 tiles of 64: over the limit
+    assert launch.tile_block_mask(kern, bm, 1, 2, torch.device("cpu"), {}, TileConfig(64, 64, 4, 2)) is bm
+    monkeypatch.undo()
+    q = torch.randn(1, 2, 256, 16)
+    lse = torch.empty(1, 2, 256)
+    call = launch.fwd_call(kern, q, q, q, torch.empty_like(q), lse, {}, 0.25, bm, TileConfig(64, 64, 4, 2))
+    assert (call.constexprs["SPARSE_M"], call.constexprs["SPARSE_N"]) == (64, 64)
 
 JIT_HASHES = """
 import json, torch, attnforge

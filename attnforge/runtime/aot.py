@@ -16,9 +16,9 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from .. import codegen
-from ..codegen import Spec, TileConfig
+from ..codegen import SPARSE_BLOCK, Spec, TileConfig
 from ..dsl.trace import TORCH_DTYPES
-from .blocks import BlockMask, TileLists
+from .blocks import meta_block_mask
 from .launch import DTYPES, GRAD_KINDS, BwdBuffers, Call, fwd_call, kernels_for, preprocess_call
 from ..codegen.configs import sm90_config, tile_config
 from .param_grads import diag_call
@@ -77,11 +77,6 @@ def _cubin_stats(cubin: bytes) -> dict:
             "spill_bytes": sum(int(m.group(1)) for m in frame) if all(frame) else -1}
 
 
-def _meta_lists(rows: int, cols: int) -> TileLists:
-    return TileLists(torch.empty(1, 1, rows, dtype=torch.int32, device="meta"),
-                     torch.empty(1, 1, rows, cols, dtype=torch.int32, device="meta"))
-
-
 def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None = None,
                    group: int = 1, tensors: dict | None = None, kinds=None,
                    sm90: TileConfig | None = None) -> list[dict]:
@@ -101,8 +96,8 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
 
     q, k, v = meta(B, H, L, D), meta(B, H // group, L, D), meta(B, H // group, L, Dv)
     out, do, lse = meta(B, H, L, Dv), meta(B, H, L, Dv), meta(B, H, L, dt=torch.float32)
-    n = L // 128
-    bm = BlockMask(L, L, 128, 128, *(_meta_lists(n, n) for _ in range(4)))
+    n = L // SPARSE_BLOCK
+    bm = meta_block_mask(L, L, SPARSE_BLOCK, SPARSE_BLOCK)
     named = {p.name: torch.empty(p.shape if all(isinstance(d, int) for d in p.shape) else (4,) *
                                  len(p.shape), dtype=PARAM_DTYPES[p.dtype], device="meta")
              for p in variant.lowered.params}

@@ -125,6 +125,17 @@ class BlockMask:
         _write_png(path, dense.shape[1] * scale, dense.shape[0] * scale, b"".join(rows))
 
 
+def meta_block_mask(Lq: int, Lk: int, block_m: int, block_n: int) -> BlockMask:
+    """A BlockMask of "meta" tensors with the shapes of the metadata for these sizes (b and h
+    broadcast): what compiling for a GPU without one needs of it."""
+    nm, nn = -(-Lq // block_m), -(-Lk // block_n)
+
+    def lists(rows: int, cols: int) -> TileLists:
+        return TileLists(torch.empty(1, 1, rows, dtype=torch.int32, device="meta"),
+                         torch.empty(1, 1, rows, cols, dtype=torch.int32, device="meta"))
+    return BlockMask(Lq, Lk, block_m, block_n, lists(nm, nn), lists(nm, nn), lists(nn, nm), lists(nn, nm))
+
+
 def _write_png(path: str, width: int, height: int, raw: bytes) -> None:
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))

@@ -15,11 +15,12 @@ import triton.language as tl
 
 from .. import codegen
 from ..codegen import SPARSE_BLOCK, Spec, TileConfig, tile_config
-from ..codegen.configs import SM90_PRODUCER_REGS, SM90_WG_ROWS, sm90_config, sm90_consumer_regs, sm90_pingpong
+from ..codegen.configs import (FINE_MAX_TILES, FINE_SPARSE_BLOCK, SM90_PRODUCER_REGS, SM90_WG_ROWS, sm90_config,
+                               sm90_consumer_regs, sm90_pingpong)
 from ..ir.program import Program
 from ..passes.toeplitz import reads_batch, toeplitz_loads
 from . import autotune, warmup
-from .blocks import BlockMask, TileLists, cached_block_mask, rule_params
+from .blocks import BlockMask, TileLists, cached_block_mask, meta_block_mask, rule_params
 from .cache import cache_key, device_tag, interpreting, keep_jit_hashes, load_module, on_disk
 
 DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
@@ -180,6 +181,7 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
         cfg = cfg or sm90_config(k.spec.block_d, _row_tiles(k, bm))
     elif cfg is None or cfg.sm90:
         cfg = tile_config("fwd", k.spec.block_d)
+    bm = tile_block_mask(k, bm, B, H, q.device, tensors, cfg)
     rest = [lse.stride(0), lse.stride(1), Lq, Lk, H, scale, *_walk(bm, "q", cfg.block_m), *param_args(k, tensors)]
     consts = dict(GROUP=k.spec.group, D=D, DV=DV, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                   BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m,
@@ -197,6 +199,21 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
     return Call("fwd", "attn_fwd", (Lq, B * H, cfg.block_m),
                 [q, k_, v, out, lse, *q.stride(), *k_.stride(), *v.stride(), *out.stride(), *rest], consts,
                 _options(cfg))
+
+
+def tile_block_mask(k: Kernels, bm: BlockMask, B: int, H: int, device, tensors: dict,
+                    cfg: TileConfig) -> BlockMask:
+    """Block metadata for kernels of tiles `cfg`: in tiles of max(FINE_SPARSE_BLOCK, cfg's) a side
+    where that is finer than `bm` (the variant's, in SPARSE_BLOCK tiles) and the grid stays within
+    FINE_MAX_TILES, cached like `bm`; else `bm`."""
+    block_m, block_n = max(FINE_SPARSE_BLOCK, cfg.block_m), max(FINE_SPARSE_BLOCK, cfg.block_n)
+    if (block_m, block_n) == (bm.block_m, bm.block_n) or bm.block_m % block_m or bm.block_n % block_n:
+        return bm
+    if triton.cdiv(bm.Lq, block_m) * triton.cdiv(bm.Lk, block_n) > FINE_MAX_TILES:
+        return bm
+    if bm.kv.num.device.type == "meta":
+        return meta_block_mask(bm.Lq, bm.Lk, block_m, block_n)
+    return cached_block_mask(k.key, k.prog, B, H, bm.Lq, bm.Lk, tensors, block_m, block_n, device, k.rule_params)
 
 
 def _row_tiles(k: Kernels, bm: BlockMask) -> float | None:
@@ -287,6 +304,7 @@ def dkdv_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockM
     B, H, Lq, _ = t.q.shape
     HKV, Lk = t.k.shape[1], t.k.shape[2]
     cfg = cfg or tile_config("bwd_dkdv", k.spec.block_d)
+    bm = tile_block_mask(k, bm, B, H, t.q.device, tensors, cfg)
     return Call("bwd_dkdv", "attn_bwd_dkdv", (Lk, B * HKV, cfg.block_n),
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dk, t.dv, *_bwd_strides(t), Lq, Lk, H, HKV,
                  scale, *_walk(bm, "kv", cfg.block_n), *param_args(k, tensors)],
@@ -298,6 +316,7 @@ def dq_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMas
     B, H, Lq, _ = t.q.shape
     Lk = t.k.shape[2]
     cfg = cfg or tile_config("bwd_dq", k.spec.block_d)
+    bm = tile_block_mask(k, bm, B, H, t.q.device, tensors, cfg)
     return Call("bwd_dq", "attn_bwd_dq", (Lq, B * H, cfg.block_m),
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dq, *_bwd_strides(t), Lq, Lk, H, scale,
                  *_walk(bm, "q", cfg.block_m), *param_args(k, tensors)],
@@ -311,6 +330,7 @@ def bwd_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMa
     B, H, Lq, _ = t.q.shape
     HKV, Lk = t.k.shape[1], t.k.shape[2]
     cfg = cfg or tile_config("bwd", k.spec.block_d)
+    bm = tile_block_mask(k, bm, B, H, t.q.device, tensors, cfg)
     n_kv, n_q = triton.cdiv(Lk, cfg.block_n), triton.cdiv(Lq, cfg.block_m)
     return Call("bwd", "attn_bwd", (n_kv, n_q, B * HKV, k.spec.group),
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dq, t.dk, t.dv, *_bwd_strides(t), Lq, Lk, H, HKV, scale,
