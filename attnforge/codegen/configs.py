@@ -9,9 +9,11 @@ SPARSE_BLOCK = 128
 # Kernels whose tiles are smaller than SPARSE_BLOCK walk block metadata of their own, in tiles of
 # max(FINE_SPARSE_BLOCK, their tile) a side: a 128 x 128 tile on a mask's edge (a causal diagonal, a
 # document's border) holds 64 x 64 quarters that are empty (skipped) or full (no mask evaluated). Up
-# to FINE_MAX_TILES tiles (the metadata grows as (L / tile)^2: beyond, the 128 x 128 metadata serves).
+# to FINE_MAX_TILES tiles: L = 131072 with 64-tiles, 64 MB of lists for a mask that reads neither b
+# nor h (the metadata grows as (L / tile)^2); beyond, the 128 x 128 metadata serves, and a kernel
+# whose length crosses that bound compiles once more (the metadata's tile sizes are constexprs).
 FINE_SPARSE_BLOCK = 64
-FINE_MAX_TILES = 1 << 20
+FINE_MAX_TILES = 1 << 22
 
 
 @dataclass(frozen=True)
