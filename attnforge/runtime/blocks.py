@@ -68,6 +68,17 @@ class BlockMask:
             self._cache[rows, block] = torch.sort(key, descending=True, stable=True).indices[:n].to(torch.int32)
         return self._cache[rows, block]
 
+    def in_tiles(self, prog: Program, B: int, H: int, tensors: dict, block_m: int, block_n: int,
+                 device) -> BlockMask:
+        """The same mask's metadata in `block_m` x `block_n` tiles, built once (this metadata is
+        rebuilt, not updated, when a tensor the rules read changes); meta tensors where this has them."""
+        key = ("tiles", block_m, block_n)
+        if key not in self._cache:
+            self._cache[key] = (meta_block_mask(self.Lq, self.Lk, block_m, block_n)
+                                if self.kv.num.device.type == "meta" else
+                                build_block_mask(prog, B, H, self.Lq, self.Lk, tensors, block_m, block_n, device))
+        return self._cache[key]
+
     def row_tiles(self) -> float:
         """Mean number of key tiles (partial and full) per query tile: how long a forward program
         is (a host sync where the lists live on a GPU)."""

@@ -20,7 +20,7 @@ from ..codegen.configs import (FINE_MAX_TILES, FINE_SPARSE_BLOCK, SM90_PRODUCER_
 from ..ir.program import Program
 from ..passes.toeplitz import reads_batch, toeplitz_loads
 from . import autotune, warmup
-from .blocks import BlockMask, TileLists, cached_block_mask, meta_block_mask, rule_params
+from .blocks import BlockMask, TileLists, cached_block_mask, rule_params
 from .cache import cache_key, device_tag, interpreting, keep_jit_hashes, load_module, on_disk
 
 DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
@@ -205,15 +205,14 @@ def tile_block_mask(k: Kernels, bm: BlockMask, B: int, H: int, device, tensors: 
                     cfg: TileConfig) -> BlockMask:
     """Block metadata for kernels of tiles `cfg`: in tiles of max(FINE_SPARSE_BLOCK, cfg's) a side
     where that is finer than `bm` (the variant's, in SPARSE_BLOCK tiles) and the grid stays within
-    FINE_MAX_TILES, cached like `bm`; else `bm`."""
+    FINE_MAX_TILES, built once per `bm` (which is rebuilt when a tensor its rules read changes);
+    else `bm`."""
     block_m, block_n = max(FINE_SPARSE_BLOCK, cfg.block_m), max(FINE_SPARSE_BLOCK, cfg.block_n)
     if (block_m, block_n) == (bm.block_m, bm.block_n) or bm.block_m % block_m or bm.block_n % block_n:
         return bm
     if triton.cdiv(bm.Lq, block_m) * triton.cdiv(bm.Lk, block_n) > FINE_MAX_TILES:
         return bm
-    if bm.kv.num.device.type == "meta":
-        return meta_block_mask(bm.Lq, bm.Lk, block_m, block_n)
-    return cached_block_mask(k.key, k.prog, B, H, bm.Lq, bm.Lk, tensors, block_m, block_n, device, k.rule_params)
+    return bm.in_tiles(k.prog, B, H, tensors, block_m, block_n, device)
 
 
 def _row_tiles(k: Kernels, bm: BlockMask) -> float | None:
