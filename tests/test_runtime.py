@@ -494,6 +494,27 @@ def test_small_tiles_walk_block_metadata_of_their_own_size(monkeypatch):
     call = launch.fwd_call(kern, q, q, q, torch.empty_like(q), lse, {}, 0.25, bm, TileConfig(64, 64, 4, 2))
     assert (call.constexprs["SPARSE_M"], call.constexprs["SPARSE_N"]) == (64, 64)
 
+
+def test_block_metadata_cache_is_bounded_in_bytes(monkeypatch):
+    """The metadata cache drops its least recently used entries past _CACHE_BYTES (counting what an
+    entry derived: other tile sizes), always keeping the newest."""
+    from attnforge.runtime import blocks, launch
+
+    v = attnforge.compile(CAUSAL)
+    kern = launch.kernels_for(v.lowered, v.program, attnforge.codegen.Spec("float32", 16, 16, 1),
+                              torch.device("cpu"))
+    monkeypatch.setattr(blocks, "_CACHE", blocks.OrderedDict())
+    first = launch.block_mask_for(kern, 1, 1, 1024, 1024, {}, torch.device("cpu"))
+    fine = first.in_tiles(kern.prog, 1, 1, {}, 64, 64, torch.device("cpu"))
+    assert first.nbytes() == fine.nbytes() + sum(t.num.nbytes + t.ind.nbytes for t in (
+        first.kv, first.kv_full, first.q, first.q_full))
+    monkeypatch.setattr(blocks, "_CACHE_BYTES", first.nbytes() + 1)
+    launch.block_mask_for(kern, 1, 1, 512, 512, {}, torch.device("cpu"))  # over the budget: the first goes
+    assert len(blocks._CACHE) == 1
+    monkeypatch.setattr(blocks, "_CACHE_BYTES", 1)
+    launch.block_mask_for(kern, 1, 1, 256, 256, {}, torch.device("cpu"))
+    assert len(blocks._CACHE) == 1  # the newest stays
+
 JIT_HASHES = """
 import json, torch, attnforge
 from attnforge.runtime import cache

@@ -19,6 +19,9 @@ from ..reference import Evaluator
 
 _CACHE: OrderedDict = OrderedDict()
 _CACHE_SIZE = 64
+# and at most this many bytes of metadata (derived tile sizes and orders included: `BlockMask.nbytes`),
+# the most recently used entry always kept: at L = 131072 one entry with its 64-tile metadata is ~80 MB
+_CACHE_BYTES = 1 << 30
 
 
 @dataclass
@@ -78,6 +81,13 @@ class BlockMask:
                                 if self.kv.num.device.type == "meta" else
                                 build_block_mask(prog, B, H, self.Lq, self.Lk, tensors, block_m, block_n, device))
         return self._cache[key]
+
+    def nbytes(self) -> int:
+        """Bytes of its tile lists and of what it derived and keeps (orders, other tile sizes)."""
+        lists = (self.kv, self.kv_full, self.q, self.q_full)
+        own = sum(t.num.nbytes + t.ind.nbytes for t in lists if t.num.device.type != "meta")
+        return own + sum(v.nbytes() if isinstance(v, BlockMask) else v.nbytes if isinstance(v, torch.Tensor) else 0
+                         for v in self._cache.values())
 
     def row_tiles(self) -> float:
         """Mean number of key tiles (partial and full) per query tile: how long a forward program
@@ -236,6 +246,6 @@ def cached_block_mask(key_prog: str, prog: Program, B, H, Lq, Lk, tensors: dict,
         return _CACHE[key]
     bm = build_block_mask(prog, B, H, Lq, Lk, tensors, block_m, block_n, device)
     _CACHE[key] = bm
-    if len(_CACHE) > _CACHE_SIZE:
+    while len(_CACHE) > 1 and (len(_CACHE) > _CACHE_SIZE or sum(m.nbytes() for m in _CACHE.values()) > _CACHE_BYTES):
         _CACHE.popitem(last=False)
     return bm
