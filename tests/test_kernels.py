@@ -180,7 +180,6 @@ def test_one_launch_backward_matches_two_launches(monkeypatch):
         assert torch.equal(a, b), name
 
 
-
 def test_kernels_walk_metadata_coarser_than_their_tiles(monkeypatch):
     """The variant's 128 x 128 metadata walked by 64- and 32-tile kernels (several steps per listed
     tile: what serves past FINE_MAX_TILES) matches the reference as the kernels' own-size metadata
@@ -198,6 +197,7 @@ def test_kernels_walk_metadata_coarser_than_their_tiles(monkeypatch):
     monkeypatch.setattr(launch, "FINE_SPARSE_BLOCK", 64)
     check_variant(variant, 1, 2, 2, 200, 200, 32, 32, torch.float32)
     assert 64 in sizes
+
 
 def test_captured_gradients_are_deterministic():
     mod = load_example("rel_bias")

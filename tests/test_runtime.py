@@ -465,7 +465,6 @@ def test_row_tiles_and_the_gluon_forwards_default_tile():
     assert launch._row_tiles(Kern, causal.block_mask(1, 1, 4096, 4096)) == pytest.approx(4.5)  # kept
 
 
-
 def test_small_tiles_walk_block_metadata_of_their_own_size(monkeypatch):
     """Kernels whose tiles are smaller than the variant's 128 x 128 metadata walk metadata in tiles of
     their own size: a causal diagonal tile's empty quarter is skipped and its full quarter runs without

@@ -246,6 +246,7 @@ def cached_block_mask(key_prog: str, prog: Program, B, H, Lq, Lk, tensors: dict,
         return _CACHE[key]
     bm = build_block_mask(prog, B, H, Lq, Lk, tensors, block_m, block_n, device)
     _CACHE[key] = bm
-    while len(_CACHE) > 1 and (len(_CACHE) > _CACHE_SIZE or sum(m.nbytes() for m in _CACHE.values()) > _CACHE_BYTES):
-        _CACHE.popitem(last=False)
+    total = sum(m.nbytes() for m in _CACHE.values())
+    while len(_CACHE) > 1 and (len(_CACHE) > _CACHE_SIZE or total > _CACHE_BYTES):
+        total -= _CACHE.popitem(last=False)[1].nbytes()
     return bm
