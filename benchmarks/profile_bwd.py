@@ -42,20 +42,28 @@ def main():
     for case, variant, q, k, v in bench.selected_cases(B, H, L, D, args.cases):
         gqa = q.shape[1] != k.shape[1]
         do = torch.randn_like(q)
+        flex_ok = False
         torch._dynamo.reset()
         flex = torch.compile(flex_attention)
         bm = create_block_mask(case.mask_mod, None, None, L, L, device="cuda") if case.mask_mod else None
+        inputs = [q, k, v, *case.learnable.values()]  # a learnable bias's gradient too
+        flex_fns = [lambda o=o: flex(q, k, v, score_mod=case.score_mod, block_mask=bm, enable_gqa=gqa,
+                                     kernel_options=o) for o in (None, *bench.FLEX_FALLBACKS)]
         for name, f in (("attnforge one launch", lambda: variant(q, k, v, enable_gqa=gqa)),
                         ("attnforge two launches", lambda: variant(q, k, v, enable_gqa=gqa)),
-                        ("flex", lambda: flex(q, k, v, score_mod=case.score_mod, block_mask=bm, enable_gqa=gqa))):
+                        *((f"flex {o or ''}", fn) for o, fn in zip((None, *bench.FLEX_FALLBACKS), flex_fns))):
+            if name.startswith("flex {") and flex_ok:
+                continue  # flex's default tiles ran: no fallback
             launch.FUSED_BWD = name != "attnforge two launches"
             try:
                 out = f()
-                times = kernel_times(lambda: torch.autograd.grad(out, [q, k, v], do, retain_graph=True))
-                wall = bench._time(lambda: torch.autograd.grad(out, [q, k, v], do, retain_graph=True), True)
+                times = kernel_times(lambda: torch.autograd.grad(out, inputs, do, retain_graph=True))
+                wall = bench._time(lambda: torch.autograd.grad(out, inputs, do, retain_graph=True), True)
             except Exception as err:  # noqa: BLE001 - flex cannot compile some cases' backward
                 print(f"{case.name} {args.shape} {name}: {type(err).__name__}: {str(err)[:120]}")
+                flex_ok = False if name == "flex " else flex_ok
                 continue
+            flex_ok = True if name == "flex " else flex_ok
             total = sum(times.values())
             print(f"{case.name} {args.shape} {name} backward: {total:.3f} ms of kernels, {wall:.3f} ms timed")
             for kname, t in sorted(times.items(), key=lambda kv: -kv[1]):
