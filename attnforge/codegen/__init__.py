@@ -23,8 +23,8 @@ TEMPLATE = {"fwd": "fwd.py.jinja", "fwd_sm90": "fwd_sm90.py.jinja", "bwd_preproc
 # one runs the Triton forward everywhere
 _NOT_IN_GLUON = ("gl.sigmoid",)
 # q rows x kv columns (fwd, dq) and the transposed orientation of the dK/dV kernel
-ROWS_Q = {"q_idx": Axis("o_m[:, None]", "m_m[:, None]"), "kv_idx": Axis("o_n[None, :]", "m_n[None, :]")}
-ROWS_KV = {"q_idx": Axis("o_m[None, :]", "m_m[None, :]"), "kv_idx": Axis("o_n[:, None]", "m_n[:, None]")}
+ROWS_Q = {"q_idx": Axis("o_m[:, None]"), "kv_idx": Axis("o_n[None, :]")}
+ROWS_KV = {"q_idx": Axis("o_m[None, :]"), "kv_idx": Axis("o_n[:, None]")}
 SCALARS = {"b": "i_b", "h": "i_h", "score": "qk"}
 
 
@@ -106,10 +106,10 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
         "mask_fwd": "" if mask is None else block(mask, "keep", ROWS_Q, 8, "u"),
         "mask_bwd": "" if mask is None else block(mask, "keep", ROWS_KV, 8, "u"),
         # bwd_diag: gradients of learnable reads indexed by q_idx - kv_idx
-        "score_diag": "" if identity else block(score, "z", ROWS_Q, 16),
-        "mask_diag": "" if mask is None else block(mask, "t_keep", ROWS_Q, 20),
+        "score_diag": "" if identity else block(score, "z", ROWS_Q, 8),
+        "mask_diag": "" if mask is None else block(mask, "t_keep", ROWS_Q, 12),
         "diag_loads": [{"i": i, "param": grad.d_loads[i][0].param, "text": format_expr(grad.d_loads[i][0]),
-                        "code": block(grad.d_loads[i][1], "dl", ROWS_Q, 16)}
+                        "code": block(grad.d_loads[i][1], "dl", ROWS_Q, 8)}
                        for i in toeplitz_loads(prog)],
     }
     # the helper functions (`_floordiv`, `_tanh` ...) the rendered code calls: a module defines only those

@@ -18,7 +18,7 @@ from triton.compiler import ASTSource
 from .. import codegen
 from ..codegen import SPARSE_BLOCK, Spec, TileConfig
 from ..dsl.trace import TORCH_DTYPES
-from .blocks import meta_block_mask
+from .blocks import band_lists, meta_block_mask
 from .launch import DTYPES, GRAD_KINDS, BwdBuffers, Call, fwd_call, kernels_for, preprocess_call
 from ..codegen.configs import sm90_config, tile_config
 from .param_grads import diag_call
@@ -111,8 +111,9 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
     calls += [preprocess_call(kern, buffers), *(make(kern, buffers, named, 0.125, bm) for make in GRAD_KINDS.values())]
     for i in kern.diag_loads:  # learnable reads indexed by q_idx - kv_idx
         cfg = tile_config("bwd_diag", spec.block_d)
-        part = meta(H, 2 * n * 2 - 1, cfg.block_m, cfg.block_m, dt=torch.float32)
-        calls.append(diag_call(kern, i, buffers, named, 0.125, bm, meta(1, 1, n, n, dt=torch.int8), part, 1, cfg))
+        bands = band_lists(meta(1, 1, n, n, dt=torch.int8))
+        part = meta(B * H, 2 * n - 1, 2 * cfg.block_m - 1, dt=torch.float32)
+        calls.append(diag_call(kern, i, buffers, named, 0.125, bands, part, cfg))
     report = []
     for call in calls:
         if kinds is not None and call.kind not in kinds:

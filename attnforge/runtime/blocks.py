@@ -36,6 +36,42 @@ class TileLists:
 
 
 @dataclass
+class BandLists:
+    """Per diagonal band of tiles (query tile - key tile + key tiles - 1, i.e. 0 is the band of the
+    last key tile and first query tile): num [BB, HH, bands] non-empty tiles, listed by query tile
+    ascending in ind [BB, HH, bands, query tiles] (int32) with kind (int8: 1 partial, 2 full); order
+    [bands] (int32) puts the bands with the most tiles (over batch and heads) first."""
+
+    num: torch.Tensor
+    ind: torch.Tensor
+    kind: torch.Tensor
+    order: torch.Tensor
+
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in (self.num, self.ind, self.kind, self.order) if t.device.type != "meta")
+
+
+def band_lists(cls: torch.Tensor) -> BandLists:
+    """BandLists of a [BB, HH, query tiles, key tiles] classification (0 empty, 1 partial, 2 full)."""
+    BB, HH, n_q, n_k = cls.shape
+    bands = n_q + n_k - 1
+    if cls.device.type == "meta":
+        return BandLists(*(torch.empty(s, dtype=t, device="meta") for s, t in
+                           (((BB, HH, bands), torch.int32), ((BB, HH, bands, n_q), torch.int32),
+                            ((BB, HH, bands, n_q), torch.int8), ((bands,), torch.int32))))
+    m = torch.arange(n_q, device=cls.device)
+    n = m[None, :] - (torch.arange(bands, device=cls.device) - (n_k - 1))[:, None]  # [bands, n_q]
+    inside = (n >= 0) & (n < n_k)
+    kind = torch.where(inside, cls[:, :, m[None, :].expand_as(n), n.clamp(0, n_k - 1)], 0)
+    # non-empty tiles first, each band's in query order (a stable sort)
+    ind = torch.sort((kind == 0).to(torch.int8), dim=-1, stable=True).indices
+    num = (kind != 0).sum(-1)
+    order = torch.sort(num.sum((0, 1)), descending=True, stable=True).indices
+    return BandLists(num.to(torch.int32), ind.to(torch.int32), torch.gather(kind, -1, ind).to(torch.int8),
+                     order.to(torch.int32))
+
+
+@dataclass
 class BlockMask:
     """Tile classification of a mask for one (B, H, Lq, Lk): partial and full tile lists per query
     tile (`kv`, `kv_full`) and per key tile (`q`, `q_full`). BB/HH are 1 where the mask does not
@@ -82,12 +118,22 @@ class BlockMask:
                                 build_block_mask(prog, B, H, self.Lq, self.Lk, tensors, block_m, block_n, device))
         return self._cache[key]
 
+    def bands(self, block: int) -> BandLists:
+        """The tiles in `block`-square tiles (`block` divides the metadata's) along each diagonal band
+        (query tile - key tile), built once."""
+        key = ("bands", block)
+        if key not in self._cache:
+            per_m, per_n = self.block_m // block, self.block_n // block
+            cls = self.dense().repeat_interleave(per_m, 2).repeat_interleave(per_n, 3)
+            self._cache[key] = band_lists(cls[:, :, :-(-self.Lq // block), :-(-self.Lk // block)])
+        return self._cache[key]
+
     def nbytes(self) -> int:
         """Bytes of its tile lists and of what it derived and keeps (orders, other tile sizes)."""
         lists = (self.kv, self.kv_full, self.q, self.q_full)
         own = sum(t.num.nbytes + t.ind.nbytes for t in lists if t.num.device.type != "meta")
-        return own + sum(v.nbytes() if isinstance(v, BlockMask) else v.nbytes if isinstance(v, torch.Tensor) else 0
-                         for v in self._cache.values())
+        return own + sum(v.nbytes() if isinstance(v, (BlockMask, BandLists)) else
+                         v.nbytes if isinstance(v, torch.Tensor) else 0 for v in self._cache.values())
 
     def row_tiles(self) -> float:
         """Mean number of key tiles (partial and full) per query tile: how long a forward program

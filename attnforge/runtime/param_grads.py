@@ -5,8 +5,8 @@ d score_mod / d t[index]; its gradient is the sum over allowed pairs of dS * tha
 scattered to `index`. Two ways, both in a fixed order so two backward runs give identical bits:
 
 - reads indexed by q_idx - kv_idx (relative-position biases; `passes/toeplitz.py`): the generated
-  `bwd_diag` kernel sums each diagonal band of tiles in registers; the host then reduces the tiles'
-  diagonals (a skew by padding and reshaping), overlaps the bands and scatters the per-distance sums;
+  `bwd_diag` kernel sums each diagonal band of tiles in registers and reduces the sum to its
+  diagonals; the host overlaps the bands, sums the batches and scatters the per-distance sums;
 - any other read: scores are recomputed in torch a block of query rows at a time
   (O(B * H * rows * Lk) memory) and reduced with a stable sort and sequential segment sums.
 """
@@ -20,8 +20,7 @@ import torch.nn.functional as F
 from ..codegen.configs import TileConfig, tile_config
 from ..ir.program import Program
 from ..reference import Evaluator, index_env
-
-DIAG_PART_BYTES = 1 << 27  # batches split into chunks (more programs) while their partial sums fit this
+from .blocks import BandLists
 
 ROW_BUDGET = 1 << 24  # elements of one recomputed score block
 
@@ -50,72 +49,55 @@ def _flat_index(load, ev: Evaluator, t: torch.Tensor) -> torch.Tensor:
     return sum(ev(i).to(torch.int64).clamp(0, n - 1) * st for i, n, st in zip(load.index, t.shape, t.stride()))
 
 
-def diag_call(kern, i: int, buffers, tensors: dict, scale: float, bm, cls: torch.Tensor,
-              part: torch.Tensor, batches: int, cfg: TileConfig):
-    """The bwd_diag launch for read `i` of d_loads, writing band sums of cfg.block_m-square tiles
-    into `part`."""
+def diag_call(kern, i: int, buffers, tensors: dict, scale: float, bands: BandLists, part: torch.Tensor,
+              cfg: TileConfig):
+    """The bwd_diag launch for read `i` of d_loads, writing each (batch * head, band)'s 2T - 1
+    diagonal sums of cfg.block_m-square tiles into `part`."""
     from .launch import Call, param_args, precision
 
     q, k, v = buffers.q, buffers.k, buffers.v
     B, H, Lq, D = q.shape
-    s_cb = cls.stride(0) if cls.shape[0] > 1 else 0
-    s_ch = cls.stride(1) if cls.shape[1] > 1 else 0
+    s_nb, s_nh = (bands.num.stride(d) if bands.num.shape[d] > 1 else 0 for d in (0, 1))
+    s_ib, s_ih = (bands.ind.stride(d) if bands.ind.shape[d] > 1 else 0 for d in (0, 1))
     args = [q, k, v, buffers.do, buffers.lse2, buffers.delta, part, *q.stride(), *k.stride(), *v.stride(),
-            *buffers.do.stride(), Lq, k.shape[2], B, batches, H, scale, cls, s_cb, s_ch, cls.stride(2), cls.shape[2],
-            cls.shape[3], *param_args(kern, tensors)]
+            *buffers.do.stride(), Lq, k.shape[2], H, scale, bands.num, bands.ind, bands.kind, bands.order,
+            s_nb, s_nh, s_ib, s_ih, bands.ind.shape[3], *param_args(kern, tensors)]
     consts = dict(GROUP=kern.spec.group, D=D, DV=v.shape[3], T=cfg.block_m,
-                  BLOCK_D=kern.spec.block_d, BLOCK_DV=kern.spec.block_dv, SPARSE_M=bm.block_m,
-                  SPARSE_N=bm.block_n, **precision(q.dtype))
-    return Call("bwd_diag", f"attn_bwd_diag_{i}", (Lq, k.shape[2], cfg.block_m, part.shape[0]), args, consts,
+                  BLOCK_D=kern.spec.block_d, BLOCK_DV=kern.spec.block_dv, **precision(q.dtype))
+    return Call("bwd_diag", f"attn_bwd_diag_{i}", (Lq, k.shape[2], cfg.block_m, B * H), args, consts,
                 {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
-
-
-SKEW_BANDS = 64  # bands reduced at once: the skew's copies stay a few tiles' size, not the buffer's
-
-
-def _tile_diagonals(part: torch.Tensor) -> torch.Tensor:
-    """[..., T, T] -> [..., 2T - 1]: entry c sums the tile's diagonal i - j = c - (T - 1). Flip the
-    columns, pad rows to 2T, re-cut rows at 2T - 1 (row i shifts right by i), sum the rows."""
-    *lead, T, _ = part.shape
-    skew = F.pad(part.flip(-1), (0, T)).reshape(*lead, 2 * T * T)[..., :T * (2 * T - 1)]
-    return skew.reshape(*lead, T, 2 * T - 1).sum(-2)
 
 
 def diagonal_grad(kern, i: int, load, buffers, tensors: dict, scale: float, bm) -> torch.Tensor:
     """Flat float32 gradient of the Toeplitz read `load` (position `i` in d_loads), via bwd_diag."""
     from . import autotune
-    from .launch import launch
+    from .launch import launch, tile_block_mask
 
     q, k = buffers.q, buffers.k
     B, H, Lq, _ = q.shape
     Lk = k.shape[2]
-    reads_b = i in kern.diag_by_batch
 
     def plan(cfg: TileConfig):
-        """(call, part buffer, batch chunks, bands) for square tiles of cfg.block_m."""
+        """(call, part buffer) for square tiles of cfg.block_m, walking metadata in tiles of that
+        size (finer where the variant's is coarser)."""
         T = cfg.block_m
-        bands = -(-Lq // T) + -(-Lk // T) - 1
-        chunks = B if reads_b else max(1, min(B, DIAG_PART_BYTES // (H * bands * T * T * 4)))
-        batches = -(-B // chunks)
-        chunks = -(-B // batches)
-        part = torch.empty(chunks * H, bands, T, T, dtype=torch.float32, device=q.device)
-        call = diag_call(kern, i, buffers, tensors, scale, bm, bm.dense(), part, batches, cfg)
-        return call, part, chunks, bands
+        bands = tile_block_mask(kern, bm, B, H, q.device, tensors, cfg).bands(T)
+        part = torch.empty(B * H, bands.order.numel(), 2 * T - 1, dtype=torch.float32, device=q.device)
+        return diag_call(kern, i, buffers, tensors, scale, bands, part, cfg), part
 
     cfg = autotune.config_for(kern, "bwd_diag", Lq, lambda c: plan(c)[0], launch) \
         or tile_config("bwd_diag", kern.spec.block_d)
-    call, part, chunks, bands = plan(cfg)
+    call, part = plan(cfg)
     launch(kern, call)
-    T, progs = cfg.block_m, part.shape[0]
+    T, bands = cfg.block_m, part.shape[1]
     n_kt = -(-Lk // T)
-    diag = torch.cat([_tile_diagonals(part[:, b0:b0 + SKEW_BANDS]) for b0 in range(0, bands, SKEW_BANDS)], 1)
-    # band u covers distances (u - n_kt + 1) * T + c - (T - 1); overlap-add the bands in order
-    per = torch.zeros(progs, (bands + 1) * T, dtype=torch.float32, device=q.device)
-    per[:, :bands * T] += diag[..., :T].reshape(progs, bands * T)
-    per[:, T:] += F.pad(diag[..., T:], (0, 1)).reshape(progs, bands * T)
+    # band u covers distances (u - n_kt + 1) * T + e - (T - 1), e < 2T - 1: overlap-add the bands in order
+    per = torch.zeros(B * H, (bands + 1) * T, dtype=torch.float32, device=q.device)
+    per[:, :bands * T] += part[..., :T].reshape(B * H, bands * T)
+    per[:, T:] += F.pad(part[..., T:], (0, 1)).reshape(B * H, bands * T)
     first = n_kt * T - Lk  # the position of distance -(Lk - 1)
-    per = per[:, first:first + Lq + Lk - 1].reshape(chunks, H, Lq + Lk - 1)
-    if not reads_b:  # chunks summed in order
+    per = per[:, first:first + Lq + Lk - 1].reshape(B, H, Lq + Lk - 1)
+    if i not in kern.diag_by_batch:  # batches summed in order
         per = per.sum(0, keepdim=True)
     dist = torch.arange(-(Lk - 1), Lq, device=q.device)
     env = {"b": torch.arange(per.shape[0], device=q.device).view(-1, 1, 1),

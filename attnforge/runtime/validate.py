@@ -88,6 +88,8 @@ def check_tensors(prog: Program, q, k, tensors: dict) -> None:
             if want != n:
                 raise ValueError(f"{p.name}: expected shape {shape} (dimension {d} = {want}), "
                                  f"got {tuple(t.shape)}")
+        if t.numel() == 0:  # the kernels clamp indices into the tensor: it needs an element
+            raise ValueError(f"{p.name}: expected a non-empty tensor of shape {shape}, got {tuple(t.shape)}")
 
 
 def check_inputs(prog: Program, q, k, v, tensors: dict, *, enable_gqa: bool) -> None:
