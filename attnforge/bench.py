@@ -168,6 +168,8 @@ FLEX_FALLBACKS = (
      "bwd_num_warps": 4},
     {"bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 64, "bwd_BLOCK_M2": 64, "bwd_BLOCK_N2": 32, "bwd_num_stages": 1,
      "bwd_num_warps": 4},
+    {"BLOCK_M": 64, "BLOCK_N": 64, "num_stages": 1, "num_warps": 4, "bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 32,
+     "bwd_BLOCK_M2": 32, "bwd_BLOCK_N2": 32},
 )
 
 
@@ -204,7 +206,7 @@ def run_case(case: Case, B: int, H: int, L: int, D: int, quick: bool) -> list[di
                 timed = _measure(fn, q, k, v, do, case, quick)
             except Exception as err:  # noqa: BLE001 - an implementation that cannot run this case
                 print(f"  {case.name} {name}{'' if opts is None else f' {opts}'}: {type(err).__name__}: "
-                      f"{str(err)[:100]}")
+                      f"{' '.join(str(err).split())[:240]}")
                 continue
             if opts is not None:
                 print(f"  {case.name} {name} {opts}: fwd {timed['fwd_ms']:.3f} ms, bwd {timed['bwd_ms']:.3f} ms")
