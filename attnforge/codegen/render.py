@@ -25,9 +25,11 @@ SIMPLE_OPS = {op: sym for op, sym in SYMBOL.items() if op not in ("truediv", "fl
 
 @dataclass
 class Axis:
-    """How an index variable appears in a kernel: its Triton expression."""
+    """How an index variable appears in a kernel: its Triton expression and its valid-mask (None: reads
+    indexed by it are not masked)."""
 
     code: str
+    valid: str | None = None
 
 
 @dataclass
@@ -176,12 +178,14 @@ class Renderer:
         raise NotImplementedError(op)
 
     def _load(self, e: Load) -> str:
-        # indices are clamped into the tensor (never empty: `validate`), so every read is in bounds and
-        # needs no mask, not even for the rows and columns past the lengths (the kernels drop theirs)
+        # indices are clamped into the tensor (never empty: `validate`): an out-of-range read is never a
+        # memory fault. Axes with a valid-mask mask the read too (padding rows and columns read nothing)
         offset = " + ".join(
             f"tl.minimum(tl.maximum({self._expr(i)}, 0), n_{e.param}_{d} - 1).to(tl.int64) * s_{e.param}_{d}"
             for d, i in enumerate(e.index)) or "0"
-        code = f"tl.load(p_{e.param} + {offset})"
+        masks = [self.axes[a].valid for a in sorted(_axes_of(e, self.axes)) if self.axes[a].valid]
+        mask = f", mask={' & '.join(masks)}, other=0" if masks else ""
+        code = f"tl.load(p_{e.param} + {offset}{mask})"
         if e.dtype == FLOAT:
             return f"{code}.to(tl.float32)"
         return f"({code} != 0)" if e.dtype == BOOL else f"{code}.to(tl.int32)"
@@ -215,6 +219,10 @@ def _atomic(code: str) -> bool:
         if depth == 0 and ch == " ":
             return False
     return True
+
+
+def _axes_of(e: Expr, axes: dict[str, Axis]) -> set[str]:
+    return {n.name for n in walk(e) if isinstance(n, Var) and n.name in axes}
 
 
 def _index_sum(e: Expr) -> bool:
