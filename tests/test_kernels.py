@@ -238,6 +238,39 @@ def test_relative_bias_gradient_through_diagonal_kernel(tile, fine, monkeypatch)
     check_variant(variant, 3, 4, 2, 150, 200, 24, 24, torch.float32)
 
 
+def test_distance_tables_carry_toeplitz_reads_of_scores_and_masks():
+    """Reads indexed by q_idx - kv_idx come from per-call distance tables: a per-batch, per-head
+    bucketed bias (float, learnable: its gradient still comes from bwd_diag) in the score and a bool
+    table in the mask (a floored modulo of the distance), with GQA, Lq != Lk, lengths off the tiles;
+    a document-style read of one index is not one. The tables' views keep 16-aligned bases and
+    strides at every length (a kernel specializes on those: no recompile when L changes)."""
+    from attnforge.runtime.tables import add_tables, tables_of
+
+    bias = torch.randn(3, 4, 61) * 0.3
+    allowed = torch.rand(50) > 0.2
+    ids = torch.arange(200) // 70
+
+    def score(s, b, h, q_idx, kv_idx):
+        return s + bias[b, h, torch.clamp(q_idx - kv_idx, -30, 30) + 30]
+
+    def mask(b, h, q_idx, kv_idx):
+        return allowed[(q_idx - kv_idx) % 50] & (kv_idx <= q_idx + 20) & (ids[kv_idx] >= 0)
+
+    variant = attnforge.compile(score_mod=score, mask_mod=mask)
+    tables = tables_of(variant.lowered)
+    assert [(t.load.param, t.by_batch, t.by_head) for t in tables] == [("bias", True, True),
+                                                                       ("allowed", False, False)]
+    assert "p_dist1__allowed" in variant.kernel_source("fwd") and "p_ids" in variant.kernel_source("fwd")
+    check_variant(variant, 3, 4, 2, 150, 200, 24, 24, torch.float32)
+
+    kern = type("K", (), {"tables": tables, "table_index": {}})()
+    for L in (100, 129, 300):
+        named = add_tables(kern, {"bias": bias, "allowed": allowed}, 3, 4, L, L + 7)
+        for j in range(2):
+            view = next(v for n, v in named.items() if n.startswith(f"dist{j}__"))
+            assert view.data_ptr() % 16 == 0 and all(st % 16 == 0 for st in view.stride()[:2])
+
+
 @given(score_expr, st.none() | mask_expr)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 def test_random_variants_match_the_reference(score, mask):

@@ -223,7 +223,8 @@ def test_lower_reports_every_pass():
 
 
 def test_toeplitz_reads_are_recognised():
-    """Reads indexed through q_idx - kv_idx only (also under floor division and clamps) and nothing else."""
+    """Reads indexed through q_idx - kv_idx only (also under floor division, modulo and clamps) and
+    nothing else."""
     from attnforge.passes.toeplitz import toeplitz_loads
 
     L = 64
@@ -231,6 +232,8 @@ def test_toeplitz_reads_are_recognised():
     mods = {
         "distance": (lambda s, b, h, q, k: s + bias[h, q - k + L - 1], [0]),
         "halved": (lambda s, b, h, q, k: s + bias[h, (q - k) // 2 + L - 1], [0]),
+        "wrapped": (lambda s, b, h, q, k: s + bias[h, (q - k) % L], [0]),
+        "wrapped_key": (lambda s, b, h, q, k: s + bias[h, (q - 2 * k) % L], []),
         "per_key": (lambda s, b, h, q, k: s + per_key[h, k], []),
         "clamped_times_row": (lambda s, b, h, q, k: s + bias[h, torch.clamp(q - k, -5, 5) + L - 1]
                               * per_key[h, q], [0]),

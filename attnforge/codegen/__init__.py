@@ -12,9 +12,9 @@ import jinja2
 from ..ir.expr import Const, Var, walk
 from ..ir.printer import format_expr, print_program
 from ..ir.program import Program
-from ..passes.toeplitz import toeplitz_loads
+from ..passes.toeplitz import distance_tables, toeplitz_loads
 from .configs import SPARSE_BLOCK, TileConfig, tile_config
-from .render import Axis, loaded_params, render_block, render_blocks
+from .render import Axis, loaded_params, render_block, render_blocks, table_name
 
 KINDS = ("fwd", "fwd_sm90", "bwd_preprocess", "bwd_dkdv", "bwd_dq", "bwd", "bwd_diag")
 TEMPLATE = {"fwd": "fwd.py.jinja", "fwd_sm90": "fwd_sm90.py.jinja", "bwd_preprocess": "bwd.py.jinja",
@@ -80,24 +80,26 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
     score, mask = flex
     (grad,) = prog.grads
     params = captured_params(prog)
+    tables = {load: j for j, load in enumerate(distance_tables(prog))}
     sig = "".join(f" p_{p}," + "".join(f" s_{p}_{d}, n_{p}_{d}," for d in range(len(prog.param(p).shape)))
                   for p in params)
+    sig += "".join(f" p_{t}, s_{t}_0, s_{t}_1," for t in (table_name(j, load) for load, j in tables.items()))
     identity = score == Var("score", "float")
     dscore_one = grad.d_score == Const(1.0, "float")
 
     def block(e, target, axes, indent=4, prefix="t"):
-        code = render_block(e, target, axes, SCALARS, prefix, indent=" " * indent)
+        code = render_block(e, target, axes, SCALARS, prefix, indent=" " * indent, tables=tables)
         return _tile_shaped(code, e, indent) if target == "z" else code
 
     def score_and_grad(axes) -> tuple[str, str]:
         """score_mod (`z`) and its derivative (`g`) for a backward tile: one rendering, so the
         derivative reuses what the score computed; the mask between them names with `u`."""
         items = ([] if identity else [(score, "z")]) + ([] if dscore_one else [(grad.d_score, "g")])
-        blocks = render_blocks(items, axes, SCALARS, indent=" " * 4)
+        blocks = render_blocks(items, axes, SCALARS, indent=" " * 4, tables=tables)
         z = "" if identity else _tile_shaped(blocks.pop(0), score, 4)
         return z, "" if dscore_one else blocks[0]
 
-    score_gl, mask_gl = _gluon_blocks(prog)
+    score_gl, mask_gl = _gluon_blocks(prog, tables)
     (score_q, dscore_q), (score_kv, dscore_kv) = score_and_grad(ROWS_Q), score_and_grad(ROWS_KV)
     ctx = {
         "name": prog.name, "ir_hash": ir_hash(prog),
@@ -133,17 +135,17 @@ def _ignores_score(score) -> bool:
     return not any(isinstance(n, Var) and n.name == "score" for n in walk(score))
 
 
-def _gluon_blocks(prog: Program) -> tuple[str, str]:
+def _gluon_blocks(prog: Program, tables: dict) -> tuple[str, str]:
     """score_mod and mask_mod for the sm_90 forward: the Triton statements in Gluon, whose
     elementwise ops carry Triton's names (indented for the template's softmax step)."""
     score, mask = prog.as_flex()
     score_gl = mask_gl = ""
     if score != Var("score", "float"):
-        score_gl = render_block(score, "z", ROWS_Q_UNMASKED, SCALARS, indent=" " * 4)
+        score_gl = render_block(score, "z", ROWS_Q_UNMASKED, SCALARS, indent=" " * 4, tables=tables)
         if _ignores_score(score):  # Gluon has no broadcast_to
             score_gl += "\n    z = z + tl.zeros_like(qk)"
     if mask is not None:
-        mask_gl = render_block(mask, "keep", ROWS_Q_UNMASKED, SCALARS, indent=" " * 8)
+        mask_gl = render_block(mask, "keep", ROWS_Q_UNMASKED, SCALARS, indent=" " * 8, tables=tables)
     return score_gl.replace("tl.", "gl."), mask_gl.replace("tl.", "gl.")
 
 
@@ -152,7 +154,8 @@ def sm90_forward(prog: Program, spec: Spec) -> bool:
     dims padded to 64 or 128 (the same for V), and score and mask expressions Gluon can spell."""
     if spec.dtype not in ("float16", "bfloat16") or spec.block_d not in (64, 128) or spec.block_dv != spec.block_d:
         return False
-    return not any(n in code for code in _gluon_blocks(prog) for n in _NOT_IN_GLUON)
+    tables = {load: j for j, load in enumerate(distance_tables(prog))}
+    return not any(n in code for code in _gluon_blocks(prog, tables) for n in _NOT_IN_GLUON)
 
 
 def fast_math(spec: Spec, on_gpu: bool) -> bool:

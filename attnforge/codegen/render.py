@@ -39,6 +39,7 @@ class Renderer:
     axes: dict[str, Axis]
     scalars: dict[str, str]
     prefix: str = "t"
+    tables: dict = field(default_factory=dict)  # Load -> its distance table's number (`table_name`)
     lines: list[str] = field(default_factory=list)
     names: dict[Expr, str] = field(default_factory=dict)
 
@@ -178,6 +179,21 @@ class Renderer:
         raise NotImplementedError(op)
 
     def _load(self, e: Load) -> str:
+        if e in self.tables:
+            # its distance table (runtime/tables.py), indexed by q_idx - kv_idx: in bounds for every
+            # tile row and column (padded), no clamp, no mask
+            t = table_name(self.tables[e], e)
+            code = (f"tl.load(p_{t} + {self.scalars['b']} * s_{t}_0 + {self.scalars['h']} * s_{t}_1 + "
+                    f"({self.axes['q_idx'].code} - {self.axes['kv_idx'].code}))")
+            return self._typed(code, e)
+        return self._typed(self._clamped_load(e), e)
+
+    def _typed(self, code: str, e: Load) -> str:
+        if e.dtype == FLOAT:
+            return f"{code}.to(tl.float32)"
+        return f"({code} != 0)" if e.dtype == BOOL else f"{code}.to(tl.int32)"
+
+    def _clamped_load(self, e: Load) -> str:
         # indices are clamped into the tensor (never empty: `validate`): an out-of-range read is never a
         # memory fault. Axes with a valid-mask mask the read too (padding rows and columns read nothing)
         offset = " + ".join(
@@ -185,10 +201,7 @@ class Renderer:
             for d, i in enumerate(e.index)) or "0"
         masks = [self.axes[a].valid for a in sorted(_axes_of(e, self.axes)) if self.axes[a].valid]
         mask = f", mask={' & '.join(masks)}, other=0" if masks else ""
-        code = f"tl.load(p_{e.param} + {offset}{mask})"
-        if e.dtype == FLOAT:
-            return f"{code}.to(tl.float32)"
-        return f"({code} != 0)" if e.dtype == BOOL else f"{code}.to(tl.int32)"
+        return f"tl.load(p_{e.param} + {offset}{mask})"
 
 
 _PROMOTING = ("add", "sub", "mul", "truediv", "min", "max")
@@ -253,19 +266,25 @@ def nonneg(e: Expr) -> bool:
     return False
 
 
+def table_name(j: int, load: Load) -> str:
+    """Kernel-argument name of distance table j, of `load` (p_<name>, s_<name>_0 ...): no captured
+    tensor's (a double underscore)."""
+    return f"dist{j}__{load.param}"
+
+
 def render_block(e: Expr, target: str, axes: dict[str, Axis], scalars: dict[str, str],
-                 prefix: str = "t", indent: str = "") -> str:
+                 prefix: str = "t", indent: str = "", tables: dict | None = None) -> str:
     """Statements assigning `e` to `target`, indented for a template."""
-    return render_blocks([(e, target)], axes, scalars, prefix, indent)[0]
+    return render_blocks([(e, target)], axes, scalars, prefix, indent, tables)[0]
 
 
 def render_blocks(items: list[tuple[Expr, str]], axes: dict[str, Axis], scalars: dict[str, str],
-                  prefix: str = "t", indent: str = "") -> list[str]:
+                  prefix: str = "t", indent: str = "", tables: dict | None = None) -> list[str]:
     """One block per (expression, target), for a template that places them in this order in one
     scope: a later block reuses what an earlier one computed (softcap's `tanh(score / 30)` is
     computed once for the score and its derivative), so nothing between them may rebind `prefix`
     names."""
-    r = Renderer(axes, scalars, prefix)
+    r = Renderer(axes, scalars, prefix, tables=tables or {})
     r.count(*(e for e, _ in items))
     blocks = []
     for e, target in items:

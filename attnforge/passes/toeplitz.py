@@ -6,6 +6,10 @@ does not model (floor division, comparisons, nested loads ...) are checked child
 answer is conservative: "no" whenever the cancellation is not shown. The gradient of a Toeplitz
 read is a sum along diagonals of the score grid, which a dedicated kernel computes without atomics
 (`bwd_diag`); other reads use the chunked recompute of `runtime/param_grads.py`.
+
+Kernels read such a tensor through a distance table (`distance_tables`): its values for every
+distance q_idx - kv_idx of the call's lengths, gathered once per call (`runtime/tables.py`), so a
+score reads table[q_idx - kv_idx] with no index arithmetic, clamping or mask per score.
 """
 from __future__ import annotations
 
@@ -35,9 +39,10 @@ def _kv_free(e: Expr) -> bool:
         leaf = bridge.leaves[sym]
         if leaf == KV:
             return False
-        if not isinstance(leaf, Var) and _reads_kv(leaf):
-            if leaf == e or not all(_kv_free(c) for c in children(leaf)):
-                return False
+        # an operation sympy keeps opaque (floor division, modulo ...; `e` itself, maybe) is free of
+        # kv_idx where its operands are
+        if not isinstance(leaf, Var) and _reads_kv(leaf) and not all(_kv_free(c) for c in children(leaf)):
+            return False
     return True
 
 
@@ -56,3 +61,24 @@ def toeplitz_loads(prog: Program) -> list[int]:
 def reads_batch(load: Load) -> bool:
     """The read's index depends on the batch (its band sums cannot be pooled across batches)."""
     return any(isinstance(n, Var) and n.name == "b" for i in load.index for n in walk(i))
+
+
+def _reads(e: Expr, names: tuple[str, ...]) -> bool:
+    return any(isinstance(n, Var) and n.name in names for i in (e.index if isinstance(e, Load) else (e,))
+               for n in walk(i))
+
+
+def distance_tables(prog: Program) -> list[Load]:
+    """The reads of the score, mask and score derivative that kernels take from distance tables, in
+    first-use order: indexed by q_idx - kv_idx (and any of b and h), reading both (a read of one, as a
+    document mask's, is not looked at further: no sympy for it), with no read inside the index (a
+    table is gathered from the index alone)."""
+    score, mask = prog.as_flex()
+    (grad,) = prog.grads
+    found: dict[Load, None] = {}
+    for e in (score, *([mask] if mask is not None else []), grad.d_score):
+        for n in walk(e):
+            if (isinstance(n, Load) and n not in found and _reads(n, ("q_idx",)) and _reads(n, ("kv_idx",))
+                    and not any(isinstance(m, Load) for i in n.index for m in walk(i)) and is_toeplitz(n)):
+                found[n] = None
+    return list(found)

@@ -17,11 +17,13 @@ from triton.compiler import ASTSource
 
 from .. import codegen
 from ..codegen import SPARSE_BLOCK, Spec, TileConfig
+from ..codegen.render import table_name
 from ..dsl.trace import TORCH_DTYPES
 from .blocks import band_lists, meta_block_mask
 from .launch import DTYPES, GRAD_KINDS, BwdBuffers, Call, fwd_call, kernels_for, preprocess_call
 from ..codegen.configs import sm90_config, tile_config
 from .param_grads import diag_call
+from .tables import layout as table_layout
 
 TARGET = GPUTarget("cuda", 90, 32)
 PARAM_DTYPES = {name: dt for dt, name in TORCH_DTYPES.items()}
@@ -102,6 +104,10 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
                                  len(p.shape), dtype=PARAM_DTYPES[p.dtype], device="meta")
              for p in variant.lowered.params}
     named.update(tensors or {})
+    for j, table in enumerate(kern.tables):  # distance tables: their views (runtime/tables.py)
+        nb, nh, row, off = table_layout(table, B, H, L, L)
+        named[table_name(j, table.load)] = torch.empty(nb, nh, row, dtype=named[table.load.param].dtype,
+                                                       device="meta")[..., off:]
     calls = [fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, tile_config("fwd", spec.block_d))]
     if kern.sm90:
         calls.append(fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, sm90 or sm90_config(spec.block_d)))

@@ -6,7 +6,7 @@ import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 import torch
@@ -22,6 +22,7 @@ from ..passes.toeplitz import reads_batch, toeplitz_loads
 from . import autotune, warmup
 from .blocks import BlockMask, TileLists, cached_block_mask, rule_params
 from .cache import cache_key, device_tag, interpreting, keep_jit_hashes, load_module, on_disk
+from .tables import table_args, tables_of
 
 DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
 # dK/dV and dQ in one launch (kind `bwd`, its own tile configs); ATTNFORGE_FUSED_BWD=0: two launches
@@ -47,6 +48,8 @@ class Kernels:
     sm90: bool = False        # the Gluon forward runs here (Hopper, and a variant it covers)
     ahead: list | None = None  # compiles of the backward's kernels started by the first forward
     row_tiles: float | None = None  # the first block metadata's key tiles per query tile (`_row_tiles`)
+    tables: list = field(default_factory=list)  # reads taken from distance tables (`tables.py`)
+    table_index: dict = field(default_factory=dict)  # their gather indices, per sizes
 
 
 class _Modules(dict):
@@ -85,7 +88,8 @@ def kernels_for(prog: Program, source: Program, spec: Spec, device: torch.device
     loads = prog.grads[0].d_loads
     return Kernels(prog, source, spec, base, modules, tma, diag,
                    frozenset(i for i in diag if reads_batch(loads[i][0])), codegen.captured_params(prog),
-                   rule_params(prog), _hopper(device) and codegen.sm90_forward(prog, spec))
+                   rule_params(prog), _hopper(device) and codegen.sm90_forward(prog, spec),
+                   tables=tables_of(prog))
 
 
 def _hopper(device: torch.device) -> bool:
@@ -116,13 +120,15 @@ def _walk(bm: BlockMask, rows: str, block: int) -> list:
 
 
 def param_args(k: Kernels, tensors: dict) -> list:
+    """Arguments of the captured tensors (pointer, then stride and size per dimension), then of the
+    distance tables (`tables.add_tables` put them in `tensors`)."""
     args = []
     for name in k.params:
         t = tensors[name]
         args.append(t)
         for stride, size in zip(t.stride(), t.shape):
             args.extend((stride, size))
-    return args
+    return args + table_args(k, tensors)
 
 
 def precision(dtype: torch.dtype) -> dict:

@@ -11,6 +11,7 @@ from ..codegen import Spec, captured_params, ir_hash
 from ..ir.program import Program
 from . import launch
 from .param_grads import param_grads
+from .tables import add_tables
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,8 @@ def _prepare(key: str, q: Tensor, k: Tensor, v: Tensor, tensors):
     kern = _kernels(key, q, k, v)
     named = dict(zip(_VARIANTS[key].params, tensors))
     bm = launch.block_mask_for(kern, q.shape[0], q.shape[1], q.shape[2], k.shape[2], named, q.device)
-    return kern, named, bm
+    # the distance tables after the metadata (whose cache keys on the captured tensors alone)
+    return kern, add_tables(kern, named, q.shape[0], q.shape[1], q.shape[2], k.shape[2]), bm
 
 
 def _forward(q, k, v, tensors, variant, scale, grad: bool = False):
