@@ -68,21 +68,27 @@ def test_learnable_bias_gradient_is_deterministic_on_gpu():
     assert torch.equal(grads[0], grads[1])
 
 
-def test_no_recompile_across_lengths_on_gpu():
-    variant = attnforge.compile(str(EXAMPLES / "causal.attn"))
+@pytest.mark.parametrize("name", ["causal", "rel_bias"])
+def test_no_recompile_across_lengths_on_gpu(name):
+    """One binary per kernel for three lengths (rel_bias: its distance table's views and the band
+    lists of its gradient kernel included)."""
+    consts, tensors = _tensors(name)
+    variant = attnforge.compile(str(EXAMPLES / f"{name}.attn"), **consts)
     fns = []
     for L_ in (1000, 2048, 3001):
         q, k, v = (torch.randn(1, 4, L_, 64, device="cuda", dtype=torch.bfloat16,
                                requires_grad=True) for _ in range(3))
-        variant(q, k, v).sum().backward()
+        learn = {n: t[:4].clone().requires_grad_() for n, t in tensors.items()}
+        variant(q, k, v, **learn).sum().backward()
     from attnforge.runtime import ops
 
     kern = ops._kernels(variant._key, q, k, v)
     for kind, mod in kern.modules.items():
-        for name, fn in vars(mod).items():  # every launched kernel: one binary for all three lengths
-            if name.startswith("attn_") and getattr(fn, "device_caches", None):
-                fns.append((name, sum(len(c[0]) for c in fn.device_caches.values())))
-    assert {name for name, _ in fns} == {"attn_fwd", "attn_bwd_preprocess", "attn_bwd"}  # dK/dV and dQ: one launch
+        for fname, fn in vars(mod).items():  # every launched kernel: one binary for all three lengths
+            if fname.startswith("attn_") and getattr(fn, "device_caches", None):
+                fns.append((fname, sum(len(c[0]) for c in fn.device_caches.values())))
+    expected = {"attn_fwd", "attn_bwd_preprocess", "attn_bwd"}  # dK/dV and dQ: one launch
+    assert {f for f, _ in fns} == expected | ({"attn_bwd_diag_0"} if name == "rel_bias" else set())
     assert all(n == 1 for _, n in fns), fns
 
 
