@@ -173,11 +173,13 @@ CONFIGS = {
     # square T x T tiles (block_m = block_n = T) summed along diagonal bands; pointer loads only.
     # rel_bias_causal, kernel ms (twelfth session, H100): B=16 H=16 L=2048 D=128 64x64 w4 s1 1.86, s2
     # 2.29, s3 2.29, w8 s2 2.09, 32x32 w4 s3 5.27; B=4 H=16 L=8192 D=128 6.68 / 8.81 / 8.65 / 7.68 /
-    # 18.75; D=64 4.50 / 4.28 / 4.05 / 3.94 / 8.63 (128 x 128 tiles need 266 KB of shared memory at s2)
+    # 18.75; D=64 4.50 / 4.28 / 4.05 / 3.94 / 8.63. 128 x 128 w8 s1 (s2 needs 266 KB of shared memory):
+    # 2.05 / 6.44 / D=64 5.04. At head dim 128 a third program per SM (168 registers, 24 bytes of
+    # spills) 1.82 -> 1.66 and 6.37 -> 6.10; w8 s1 1.95 / 6.99; 128 registers (96 bytes) 1.78 / 6.57.
     "bwd_diag": [
         (64, TileConfig(64, 64, 8, 2),
          _configs((64, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (64, 64, 4, 1))),
-        (128, TileConfig(64, 64, 4, 1),
+        (128, TileConfig(64, 64, 4, 1, maxnreg=168),
          _configs((64, 64, 4, 1), (64, 64, 8, 2), (64, 64, 4, 2), (64, 64, 8, 1), (32, 32, 4, 2))),
         (256, TileConfig(32, 32, 4, 1), _configs((32, 32, 4, 1), (64, 64, 8, 1))),
     ],

@@ -65,7 +65,8 @@ def diag_call(kern, i: int, buffers, tensors: dict, scale: float, bands: BandLis
     consts = dict(GROUP=kern.spec.group, D=D, DV=v.shape[3], T=cfg.block_m,
                   BLOCK_D=kern.spec.block_d, BLOCK_DV=kern.spec.block_dv, **precision(q.dtype))
     return Call("bwd_diag", f"attn_bwd_diag_{i}", (Lq, k.shape[2], cfg.block_m, B * H), args, consts,
-                {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+                {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages,
+                 **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {})})
 
 
 def diagonal_grad(kern, i: int, load, buffers, tensors: dict, scale: float, bm) -> torch.Tensor:
