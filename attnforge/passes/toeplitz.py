@@ -58,14 +58,14 @@ def toeplitz_loads(prog: Program) -> list[int]:
     return [i for i, (load, _) in enumerate(grad.d_loads) if is_toeplitz(load)]
 
 
+def reads(load: Load, name: str) -> bool:
+    """The read's index uses the variable `name` (b, h, q_idx, kv_idx)."""
+    return any(isinstance(n, Var) and n.name == name for i in load.index for n in walk(i))
+
+
 def reads_batch(load: Load) -> bool:
     """The read's index depends on the batch (its band sums cannot be pooled across batches)."""
-    return any(isinstance(n, Var) and n.name == "b" for i in load.index for n in walk(i))
-
-
-def _reads(e: Expr, names: tuple[str, ...]) -> bool:
-    return any(isinstance(n, Var) and n.name in names for i in (e.index if isinstance(e, Load) else (e,))
-               for n in walk(i))
+    return reads(load, "b")
 
 
 def distance_tables(prog: Program) -> list[Load]:
@@ -78,7 +78,7 @@ def distance_tables(prog: Program) -> list[Load]:
     found: dict[Load, None] = {}
     for e in (score, *([mask] if mask is not None else []), grad.d_score):
         for n in walk(e):
-            if (isinstance(n, Load) and n not in found and _reads(n, ("q_idx",)) and _reads(n, ("kv_idx",))
+            if (isinstance(n, Load) and n not in found and reads(n, "q_idx") and reads(n, "kv_idx")
                     and not any(isinstance(m, Load) for i in n.index for m in walk(i)) and is_toeplitz(n)):
                 found[n] = None
     return list(found)

@@ -21,6 +21,7 @@ from ..codegen.configs import TileConfig, tile_config
 from ..ir.program import Program
 from ..reference import Evaluator, index_env
 from .blocks import BandLists
+from .tables import flat_index
 
 ROW_BUDGET = 1 << 24  # elements of one recomputed score block
 
@@ -42,11 +43,6 @@ def segment_sum(index: torch.Tensor, values: torch.Tensor, size: int) -> torch.T
     f = first.clamp(max=n - 1)
     total = running[last.clamp(min=0)] - running[f] + val[f]
     return torch.where(last >= 0, total, 0.0).to(values.dtype)
-
-
-def _flat_index(load, ev: Evaluator, t: torch.Tensor) -> torch.Tensor:
-    """Element offsets of `load` in `t`, indices clamped into range as the kernels clamp them."""
-    return sum(ev(i).to(torch.int64).clamp(0, n - 1) * st for i, n, st in zip(load.index, t.shape, t.stride()))
 
 
 def diag_call(kern, i: int, buffers, tensors: dict, scale: float, bands: BandLists, part: torch.Tensor,
@@ -105,7 +101,7 @@ def diagonal_grad(kern, i: int, load, buffers, tensors: dict, scale: float, bm) 
            "h": torch.arange(H, device=q.device).view(1, H, 1),
            "q_idx": dist.view(1, 1, -1), "kv_idx": torch.zeros_like(dist).view(1, 1, -1)}
     t = tensors[load.param]
-    flat = torch.as_tensor(_flat_index(load, Evaluator(env, tensors, torch.float32, q.device), t),
+    flat = torch.as_tensor(flat_index(load, Evaluator(env, tensors, torch.float32, q.device), t),
                            device=q.device).expand(per.shape).reshape(-1)
     return segment_sum(flat, per.reshape(-1), t.numel())
 
@@ -150,7 +146,7 @@ def param_grads(prog: Program, q, k, v, do, lse, delta, tensors: dict, scale: fl
         for load, d in loads:
             t = tensors[load.param]
             contrib = torch.where(keep, ds * ev(d).expand(shape), 0.0)
-            flat = torch.as_tensor(_flat_index(load, ev, t), device=q.device)
+            flat = torch.as_tensor(flat_index(load, ev, t), device=q.device)
             # axes the index does not vary along are summed first (a fixed-order torch.sum), so
             # the sort-based scatter sees e.g. one batch instead of B
             axes = tuple(a for a in range(4) if a >= 4 - flat.dim() and flat.shape[a - 4] == 1

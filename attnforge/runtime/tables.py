@@ -10,14 +10,13 @@ strides specialize a kernel the same way for every length (no recompile when L c
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from ..ir.expr import Load, Var, walk
+from ..ir.expr import Load
 from ..ir.program import Program
-from ..passes.toeplitz import distance_tables
+from ..passes.toeplitz import distance_tables, reads
 from ..reference import Evaluator
 
 PAD = 256
@@ -35,13 +34,9 @@ class Table:
     by_head: bool   # its index reads h
 
 
-def _reads(load: Load, name: str) -> bool:
-    return any(isinstance(n, Var) and n.name == name for i in load.index for n in walk(i))
-
-
 def tables_of(prog: Program) -> list[Table]:
     """The program's distance tables, in kernel-argument order, worked out once per kernel set."""
-    return [Table(load, _reads(load, "b"), _reads(load, "h")) for load in distance_tables(prog)]
+    return [Table(load, reads(load, "b"), reads(load, "h")) for load in distance_tables(prog)]
 
 
 def layout(table: Table, B: int, H: int, Lq: int, Lk: int) -> tuple[int, int, int, int]:
@@ -51,16 +46,20 @@ def layout(table: Table, B: int, H: int, Lq: int, Lk: int) -> tuple[int, int, in
 
 
 def gather_index(table: Table, t: torch.Tensor, B: int, H: int, Lq: int, Lk: int) -> torch.Tensor:
-    """[batches, heads, row] int64: the logical (row-major) position in `t` of each table entry, its
-    indices evaluated at q_idx = distance, kv_idx = 0 and clamped into `t` as the kernels clamp."""
+    """[batches, heads, row] int64: the position in `t` (contiguous) of each table entry, its indices
+    evaluated at q_idx = distance, kv_idx = 0 and clamped into `t` as the kernels clamp."""
     nb, nh, row, off = layout(table, B, H, Lq, Lk)
     r = torch.arange(row, device=t.device) - off
     env = {"b": torch.arange(nb, device=t.device).view(-1, 1, 1), "h": torch.arange(nh, device=t.device).view(1, -1, 1),
            "q_idx": r.view(1, 1, -1), "kv_idx": torch.zeros_like(r).view(1, 1, -1)}
-    ev = Evaluator(env, {}, torch.float32, t.device)
-    flat = sum(ev(i).to(torch.int64).clamp(0, n - 1) * math.prod(t.shape[d + 1:])
-               for d, (i, n) in enumerate(zip(table.load.index, t.shape)))
+    flat = flat_index(table.load, Evaluator(env, {}, torch.float32, t.device), t)
     return torch.as_tensor(flat, device=t.device).expand(nb, nh, row).contiguous()
+
+
+def flat_index(load: Load, ev: Evaluator, t: torch.Tensor) -> torch.Tensor:
+    """Element offsets of `load` in `t` (contiguous, as captured tensors reach the kernels), indices
+    clamped into range as the kernels clamp them."""
+    return sum(ev(i).to(torch.int64).clamp(0, n - 1) * st for i, n, st in zip(load.index, t.shape, t.stride()))
 
 
 def add_tables(kern, named: dict, B: int, H: int, Lq: int, Lk: int) -> dict:
