@@ -5,8 +5,10 @@
 
 Forward and backward (forward+backward minus forward) are medians of CUDA-event timings after
 warm-up (triton.testing.do_bench, which flushes L2 before every run; the least of 2-3 such
-medians), on the same inputs for every implementation. TFLOP/s count only unmasked work: the density
-of each mask is measured on the tile grid of the dense mask of one row block at a time. Ratios are
+medians), on the same inputs for every implementation; where flex's default tiles do not fit a
+case (a learnable bias), the fastest of its `kernel_options` fallbacks is timed and named. TFLOP/s
+count only unmasked work: the density of each mask is measured on the tile grid of the dense mask
+of one row block at a time. Ratios are
 vs flex and vs cuDNN, from the same run. Also measured: compile + first call of a new variant, cold
 (empty attnforge and Triton caches) and warm from the disk cache in a new process (the first call
 after set-up, and at once after the import), the backward's first call, a next variant in the same
