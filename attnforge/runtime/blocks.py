@@ -35,6 +35,11 @@ class TileLists:
         return TileLists(_upload(self.num, device), _upload(self.ind, device))
 
 
+def bh_strides(t: torch.Tensor) -> list[int]:
+    """Strides of `t`'s batch and head dimensions, 0 where one is broadcast (size 1)."""
+    return [t.stride(d) if t.shape[d] > 1 else 0 for d in (0, 1)]
+
+
 @dataclass
 class BandLists:
     """Per diagonal band of tiles (query tile - key tile + key tiles - 1, i.e. 0 is the band of the

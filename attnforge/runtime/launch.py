@@ -20,7 +20,7 @@ from ..codegen.configs import (FINE_MAX_TILES, FINE_SPARSE_BLOCK, SM90_PRODUCER_
 from ..ir.program import Program
 from ..passes.toeplitz import reads_batch, toeplitz_loads
 from . import autotune, warmup
-from .blocks import BlockMask, TileLists, cached_block_mask, rule_params
+from .blocks import BandLists, BlockMask, TileLists, bh_strides, cached_block_mask, rule_params
 from .cache import cache_key, device_tag, interpreting, keep_jit_hashes, load_module, on_disk
 from .tables import table_args, tables_of
 
@@ -103,20 +103,16 @@ def _hopper(device: torch.device) -> bool:
     return True
 
 
-def _meta_args(lists: TileLists) -> list:
-    num, ind = lists.num, lists.ind
-    s_nb = num.stride(0) if num.shape[0] > 1 else 0
-    s_nh = num.stride(1) if num.shape[1] > 1 else 0
-    s_ib = ind.stride(0) if ind.shape[0] > 1 else 0
-    s_ih = ind.stride(1) if ind.shape[1] > 1 else 0
-    return [s_nb, s_nh, s_ib, s_ih, ind.shape[-1]]
+def list_args(lists: TileLists | BandLists) -> list:
+    """Batch and head strides of a set of tile lists' counts and indices, and the lists' length."""
+    return [*bh_strides(lists.num), *bh_strides(lists.ind), lists.ind.shape[-1]]
 
 
 def _walk(bm: BlockMask, rows: str, block: int) -> list:
     """What programs over `rows` tiles ("q": query tiles, walking key tiles; "kv": the reverse) read
     of the block metadata: partial and full tile lists, the tiles' heaviest-first order, strides."""
     lists, full = (bm.kv, bm.kv_full) if rows == "q" else (bm.q, bm.q_full)
-    return [lists.num, lists.ind, full.num, full.ind, bm.order(rows, block), *_meta_args(lists)]
+    return [lists.num, lists.ind, full.num, full.ind, bm.order(rows, block), *list_args(lists)]
 
 
 def param_args(k: Kernels, tensors: dict) -> list:

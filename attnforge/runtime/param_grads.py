@@ -49,15 +49,13 @@ def diag_call(kern, i: int, buffers, tensors: dict, scale: float, bands: BandLis
               cfg: TileConfig):
     """The bwd_diag launch for read `i` of d_loads, writing each (batch * head, band)'s 2T - 1
     diagonal sums of cfg.block_m-square tiles into `part`."""
-    from .launch import Call, param_args, precision
+    from .launch import Call, list_args, param_args, precision
 
     q, k, v = buffers.q, buffers.k, buffers.v
     B, H, Lq, D = q.shape
-    s_nb, s_nh = (bands.num.stride(d) if bands.num.shape[d] > 1 else 0 for d in (0, 1))
-    s_ib, s_ih = (bands.ind.stride(d) if bands.ind.shape[d] > 1 else 0 for d in (0, 1))
     args = [q, k, v, buffers.do, buffers.lse2, buffers.delta, part, *q.stride(), *k.stride(), *v.stride(),
             *buffers.do.stride(), Lq, k.shape[2], H, scale, bands.num, bands.ind, bands.kind, bands.order,
-            s_nb, s_nh, s_ib, s_ih, bands.ind.shape[3], *param_args(kern, tensors)]
+            *list_args(bands), *param_args(kern, tensors)]
     consts = dict(GROUP=kern.spec.group, D=D, DV=v.shape[3], T=cfg.block_m,
                   BLOCK_D=kern.spec.block_d, BLOCK_DV=kern.spec.block_dv, **precision(q.dtype))
     return Call("bwd_diag", f"attn_bwd_diag_{i}", (Lq, k.shape[2], cfg.block_m, B * H), args, consts,

@@ -3,7 +3,7 @@ call for every distance of the call's lengths, so the kernels read table[q_idx -
 no index arithmetic, clamp or mask per score: `passes/toeplitz.distance_tables` picks the reads).
 
 A table is [B or 1, H or 1, row] of the tensor's dtype, holding distance r at position r + OFF;
-kernels get it from position OFF on (`p_dtabJ__`) with strides for b and h (0 where the index reads
+kernels get it from position OFF on (`p_distJ__<tensor>`, `codegen.render.table_name`) with strides for b and h (0 where the index reads
 neither). The rows are padded by 256 on both sides: tile rows and columns past the lengths (up to a
 tile of 128) read in bounds. OFF and the row length are multiples of 16, so the view's alignment and
 strides specialize a kernel the same way for every length (no recompile when L changes).
@@ -18,6 +18,7 @@ from ..ir.expr import Load
 from ..ir.program import Program
 from ..passes.toeplitz import distance_tables, reads
 from ..reference import Evaluator
+from .blocks import bh_strides
 
 PAD = 256
 _INDEX_CACHE = 16  # gather indices kept per kernel set (per lengths and tensor shape)
@@ -92,5 +93,5 @@ def table_args(kern, tensors: dict) -> list:
     args = []
     for j, table in enumerate(kern.tables):
         t = tensors[table_name(j, table.load)]
-        args += [t, t.stride(0) if t.shape[0] > 1 else 0, t.stride(1) if t.shape[1] > 1 else 0]
+        args += [t, *bh_strides(t)]
     return args
