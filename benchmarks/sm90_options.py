@@ -43,14 +43,15 @@ def main():
     ap.add_argument("--shape", action="append", default=None, help="B,H,L,D (repeatable)")
     ap.add_argument("--pingpong", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--stages", type=int, nargs="+", default=[2, 3])
-    ap.add_argument("--regs", type=int, nargs="+", default=[232, 240])
+    ap.add_argument("--regs", type=int, nargs="+", default=[0],
+                    help="setmaxnreg of the consumer groups (0: derived from the launch registers)")
     ap.add_argument("--block-n", type=int, nargs="+", default=[128], help="keys per tile (64 or 128)")
     ap.add_argument("--fold", type=int, nargs="+", default=[1], help="scale folded into the exponent's FMA (0/1)")
     ap.add_argument("--maxnreg", type=int, nargs="+", default=[0],
                     help="registers per thread at launch (TileConfig.maxnreg; 0: the compiler's, one program "
                          "per SM): 80 fits two 12-warp programs (--regs then derived) or three 8-warp ones")
     ap.add_argument("--block-m", type=int, nargs="+", default=[128],
-                    help="query rows per program: 128 (two consumer warp groups) or 64 (one)")
+                    help="query rows per program: 64, 128 or 192 (one, two or three consumer warp groups)")
     ap.add_argument("--cases", nargs="+", default=["full", "causal"], help="cases of attnforge.bench")
     args = ap.parse_args()
     for shape in args.shape or ["4,16,8192,128"]:
@@ -75,11 +76,11 @@ def main():
                 if (maxnreg and regs != args.regs[0]) or (bm == 64 and pp):
                     continue  # (regs are derived from maxnreg; one group has no partner to take turns with)
                 FOLD = bool(fold)
-                configs.SM90_CONSUMER_REGS = regs
+                configs.SM90_CONSUMER_REGS = regs or None
                 configs.SM90_PINGPONG = dict.fromkeys(configs.SM90_PINGPONG, bool(pp))
                 cfg = TileConfig(bm, bn, base.num_warps, stages, True, True, maxnreg)
                 label = (f"m{bm} n{bn} s{stages} pingpong={int(pp)} fold{fold} "
-                         + (f"maxnreg{maxnreg}" if maxnreg else f"r{regs}"))
+                         + (f"maxnreg{maxnreg}" if maxnreg else f"r{regs or 'auto'}"))
                 try:
                     err = (run(variant, q, k, v, cfg).float() - gold.float()).abs().max().item()
                 except Exception as e:  # noqa: BLE001 - a config that does not compile (registers, shared memory)

@@ -178,11 +178,13 @@ def test_first_forward_compiles_the_backward_ahead():
                                            ("far", 48, "long"), ("causal", 128, "short"), ("document", 128, "short"),
                                            ("far", 128, "short"), ("softcap", 128, "short"), ("causal", 64, "short"),
                                            ("document", 64, "short"), ("far", 48, "short"), ("document", 128, "n64"),
-                                           ("far", 128, "n64")])
+                                           ("far", 128, "n64"), ("causal", 64, "m192"), ("document", 64, "m192"),
+                                           ("far", 48, "m192"), ("softcap", 64, "m192")])
 def test_sm90_forward_runs_and_matches_the_reference(name, D, tile, monkeypatch):
     """On Hopper, bf16 at head dims 64 and 128 (48 padded to 64) runs the Gluon forward (fwd_sm90),
     with its tile for long programs, its tiles for short ones (several programs per SM; one consumer
-    group at head dim 128) and 64-key tiles with one program per SM; an odd length, GQA and the LSE
+    group at head dim 128), 64-key tiles with one program per SM and three consumer groups (192 query
+    rows, block metadata in tiles of their own) at head dim 64; an odd length, GQA and the LSE
     against the float64 reference with flex's rule. `far` leaves the first 501 rows (whole query
     tiles among them, whose programs have no key tile to walk) with nothing to attend to: output 0,
     LSE -inf."""
@@ -192,9 +194,9 @@ def test_sm90_forward_runs_and_matches_the_reference(name, D, tile, monkeypatch)
     from attnforge.runtime import launch
 
     tiles = {"long": (configs.SM90_FWD_64, configs.SM90_FWD), "short": (configs.SM90_FWD_64_N64, configs.SM90_FWD_M64),
-             "n64": (None, configs.SM90_FWD_N64)}
+             "n64": (None, configs.SM90_FWD_N64), "m192": (configs.SM90_FWD_64_M192, None)}
     cfg = tiles[tile][D > 64]
-    monkeypatch.setattr(launch, "sm90_config", lambda d, rows=None: cfg)
+    monkeypatch.setattr(launch, "sm90_config", lambda d, rows=None, plain=False: cfg)
 
     v = attnforge.compile("attention far() { mask = q_idx - kv_idx > 500 }" if name == "far"
                           else str(EXAMPLES / f"{name}.attn"))

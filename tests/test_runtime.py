@@ -338,14 +338,15 @@ def test_block_metadata_is_built_from_tiles_not_the_dense_mask():
 AOT = """
 import json, sys, torch, attnforge
 from dataclasses import asdict
-from attnforge.codegen.configs import SM90_FWD_64, SM90_FWD_64_N64, SM90_FWD_M64, SM90_FWD_N64, SM90_FWD
+from attnforge.codegen.configs import SM90_FWD_64, SM90_FWD_64_N64, SM90_FWD_64_M192, SM90_FWD_M64, SM90_FWD_N64, SM90_FWD
 from attnforge.runtime.aot import compile_report
 for name in sys.argv[1:]:
     v = attnforge.compile(f"{root}/examples/{{name}}.attn")
     for r in compile_report(v, torch.bfloat16, 128):
         print(json.dumps({{"variant": name, "d": 128, **asdict(SM90_FWD), **r}}))
     if name == sys.argv[1]:  # the Gluon forward's other tiles: head dim 64, short programs
-        for d, cfg in ((64, SM90_FWD_64), (64, SM90_FWD_64_N64), (128, SM90_FWD_M64), (128, SM90_FWD_N64)):
+        for d, cfg in ((64, SM90_FWD_64), (64, SM90_FWD_64_N64), (64, SM90_FWD_64_M192), (128, SM90_FWD_M64),
+                       (128, SM90_FWD_N64)):
             for r in compile_report(v, torch.bfloat16, d, kinds=("fwd_sm90",), sm90=cfg):
                 print(json.dumps({{"variant": name, "d": d, **asdict(cfg), **r}}))
 """
@@ -445,7 +446,8 @@ def test_row_tiles_and_the_gluon_forwards_default_tile():
     """Programs' mean length in key tiles, from the block metadata; the Gluon forward takes the tiles
     that let programs share an SM where programs are short, deciding once per variant (a new length
     compiles nothing)."""
-    from attnforge.codegen.configs import SM90_FWD, SM90_FWD_64, SM90_FWD_64_N64, SM90_FWD_M64, sm90_config
+    from attnforge.codegen.configs import (SM90_FWD, SM90_FWD_64, SM90_FWD_64_M192, SM90_FWD_64_N64, SM90_FWD_M64,
+                                           sm90_config)
     from attnforge.runtime import launch
 
     causal = attnforge.compile("attention c() { mask = q_idx >= kv_idx }")
@@ -457,6 +459,9 @@ def test_row_tiles_and_the_gluon_forwards_default_tile():
     assert sm90_config(128, 1.5) == SM90_FWD_M64 and sm90_config(64, 3.9) == SM90_FWD_64_N64
     assert sm90_config(128, 4.5) == SM90_FWD and sm90_config(64, 8.5) == SM90_FWD_64_N64
     assert sm90_config(64, 32.5) == SM90_FWD_64 and sm90_config(64, None) == SM90_FWD_64
+    # plain scores (no score_mod) on long programs at head dim 64: three consumer groups
+    assert sm90_config(64, 32.5, plain=True) == SM90_FWD_64_M192 == sm90_config(64, None, plain=True)
+    assert sm90_config(64, 8.5, plain=True) == SM90_FWD_64_N64 and sm90_config(128, 32.5, plain=True) == SM90_FWD
 
     class Kern:
         row_tiles = None
@@ -487,6 +492,12 @@ def test_small_tiles_walk_block_metadata_of_their_own_size(monkeypatch):
     assert (rect.block_m, rect.block_n) == (128, 64)
     monkeypatch.setattr(launch, "FINE_MAX_TILES", 8)  # 4 x 4 tiles of 64: over the limit
     assert launch.tile_block_mask(kern, bm, 1, 2, torch.device("cpu"), {}, TileConfig(64, 64, 4, 2)) is bm
+    # 192-row tiles (three consumer groups) are not made of 128s: metadata of their own at any size
+    bm384 = launch.block_mask_for(kern, 1, 2, 384, 384, {}, torch.device("cpu"))
+    coarse = launch.tile_block_mask(kern, bm384, 1, 2, torch.device("cpu"), {}, TileConfig(192, 128, 4, 3))
+    assert (coarse.block_m, coarse.block_n) == (192, 128)
+    # rows 0-191: keys 0-127 and 128-255 partial; rows 192-383: keys 0-127 full, the other two partial
+    assert coarse.kv.num.flatten().tolist() == [2, 2] and coarse.kv_full.num.flatten().tolist() == [0, 1]
     monkeypatch.undo()
     q = torch.randn(1, 2, 256, 16)
     lse = torch.empty(1, 2, 256)
@@ -564,8 +575,8 @@ def test_kernels_compile_for_sm90(names):
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     # fwd, the one-launch backward, dK/dV and dQ with and without TMA; the Gluon forward; preprocess;
     # rel_bias's bwd_diag
-    assert len(rows) == 10 * len(names) + ("rel_bias" in names) + 4
-    assert sorted(r["variant"] for r in rows if r["kind"] == "fwd_sm90") == sorted(names + names[:1] * 4)
+    assert len(rows) == 10 * len(names) + ("rel_bias" in names) + 5
+    assert sorted(r["variant"] for r in rows if r["kind"] == "fwd_sm90") == sorted(names + names[:1] * 5)
     for r in rows:
         print(f"sm_90 {r['variant']:15} {r['kind']:15} regs={r['registers']:3} "
               f"spill={r['spill_bytes']}B smem={r['shared_bytes']}B warps={r['num_warps']}")
@@ -577,10 +588,10 @@ def test_kernels_compile_for_sm90(names):
             assert r["spill_bytes"] == 0, r
         if r["kind"].startswith("fwd"):  # K and V tiles in several pipeline stages, not one buffer each
             assert r["shared_bytes"] > 2 * (2 * 64 * 128 * 2), r
-        if r["kind"] == "fwd_sm90":  # K and V tiles in every stage; 1 or 2 consumer groups + the producer's
+        if r["kind"] == "fwd_sm90":  # K and V tiles in every stage; 1 to 3 consumer groups + the producer's
             assert r["shared_bytes"] > r["num_stages"] * 2 * r["block_n"] * r["d"] * 2, r
             assert r["num_warps"] == 4 * (r["block_m"] // 64 + 1), r
-            if r["maxnreg"]:  # registers at launch: several programs per SM
+            if r["maxnreg"]:  # registers at launch: several programs per SM, or three consumer groups
                 assert r["registers"] <= r["maxnreg"], r
         # bf16 scores go through the SFU's tanh on the GPU (the interpreter runs the exact formula)
         if r["variant"] == "softcap" and r["kind"] != "bwd_preprocess":

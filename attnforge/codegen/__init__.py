@@ -73,6 +73,12 @@ def template_hash() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def plain_scores(prog: Program) -> bool:
+    """The variant's softmax takes the scores as they are (no score_mod; a mask may still apply)."""
+    flex = prog.as_flex()
+    return flex is not None and flex[0] == Var("score", "float")
+
+
 def _context(prog: Program, source: Program, spec: Spec) -> dict:
     flex = prog.as_flex()
     if flex is None:
@@ -85,7 +91,7 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
     sig = "".join(f" p_{p}," + "".join(f" s_{p}_{d}, n_{p}_{d}," for d in range(len(prog.param(p).shape)))
                   for p in params)
     sig += "".join(f" p_{t}, s_{t}_0, s_{t}_1," for t in (table_name(j, load) for load, j in tables.items()))
-    identity = score == Var("score", "float")
+    identity = plain_scores(prog)
     dscore_one = grad.d_score == Const(1.0, "float")
 
     def block(e, target, axes, indent=4, prefix="t"):
@@ -186,5 +192,5 @@ def captured_params(prog: Program) -> list[str]:
     return loaded_params(score, *([mask] if mask is not None else []), grad.d_score)
 
 
-__all__ = ["KINDS", "Spec", "TileConfig", "SPARSE_BLOCK", "generate", "fast_math", "sm90_forward", "tile_config", "ir_hash",
-           "template_hash", "captured_params"]
+__all__ = ["KINDS", "Spec", "TileConfig", "SPARSE_BLOCK", "generate", "fast_math", "sm90_forward", "plain_scores",
+           "tile_config", "ir_hash", "template_hash", "captured_params"]

@@ -94,6 +94,17 @@ SM90_FWD_64 = TileConfig(128, 128, 4, 4, True, True)
 # stages, not 2: not used.)
 SM90_FWD_M64 = TileConfig(64, 64, 4, 3, True, True, 128)
 SM90_FWD_64_N64 = TileConfig(128, 64, 4, 3, True, True, 80)
+# Head dim 64, long programs of plain scores (thirteenth session): three consumer groups (192-row
+# tiles, FlashAttention-3's tile at this head dim; 16 warps, 128 registers at launch, 160 per
+# consumer group, no spills), three stages. K and V tiles serve 192 query rows, and with three
+# groups one's softmax overlaps two others' products. B=4 H=16 L=8192 D=64, same process, kernel ms,
+# 128-row tile (4 stages) -> 192 (3 stages; 4 stages; ping-pong): full 2.395 -> 2.243 (2.200; 2.192),
+# causal 1.315-1.336 -> 1.241 (1.260; 1.247), prefix_lm1024 1.340 -> 1.273 (4 stages); flex 2.622 /
+# 1.471 / 1.502. Slower with a score_mod (ALiBi 1.717 -> 2.231, softcap 2.082 -> 2.194: the
+# score's own registers) and on short programs (sliding1024 0.456 -> 0.544, document8 0.315 ->
+# 0.672: a 192-row tile crosses a mask's edge in more key tiles), which keep the tiles above.
+# (Head dim 128 needs ~190 registers a group: not with three.)
+SM90_FWD_64_M192 = TileConfig(192, 128, 4, 3, True, True, 128)
 # 64-key tiles, one program per SM (the ninth session's short-program tile; autotuner candidate):
 # B=16 H=16 L=2048 D=128 vs 128-key tiles, kernel ms: document8 0.280 -> 0.262, document_random
 # 0.529 -> 0.464; causal 0.618 -> 0.657.
@@ -102,38 +113,43 @@ SM90_FWD_N64 = TileConfig(128, 64, 4, 3, True, True)
 # on average in the variant's first block metadata (decided once per variant: a new length compiles
 # nothing), by padded head dim.
 SM90_SHORT_ROWS = {64: 16.0, 128: 4.0}
-SM90_WG_ROWS = 64  # query rows per consumer warp group: block_m / 64 groups (one or two)
-SM90_CONSUMER_REGS = 240  # setmaxnreg of a consumer group at the compiler's launch registers
+SM90_WG_ROWS = 64  # query rows per consumer warp group: block_m / 64 groups (one, two or three)
 SM90_PRODUCER_REGS = 24
+SM90_CONSUMER_REGS: int | None = None  # a fixed setmaxnreg for the consumer groups (benchmarks/sm90_options.py)
 # by padded head dim:
 SM90_PINGPONG = {64: False, 128: True}  # the two consumer groups take turns issuing their products
 
 
 def sm90_consumer_regs(cfg: TileConfig) -> int:
-    """Registers of the second consumer group (Triton gives the first what the producer's group and
-    the second leave of the program's `maxnreg` x 384): SM90_CONSUMER_REGS at the compiler's
-    launch count, else the largest multiple of 8 that leaves the first group as many."""
-    if not cfg.maxnreg:
+    """Registers of the second (and third) consumer group: Triton gives the first what the producer's
+    group and the others leave of the program's launch registers (`maxnreg`, else the compiler's:
+    168 for 12 warps) x 128 per group; the largest multiple of 8 that leaves the first as many (240
+    for two groups at 168)."""
+    if SM90_CONSUMER_REGS:
         return SM90_CONSUMER_REGS
-    return (3 * cfg.maxnreg - SM90_PRODUCER_REGS) // 2 // 8 * 8
+    groups = cfg.block_m // SM90_WG_ROWS
+    launch = cfg.maxnreg or 65536 // (128 * (groups + 1)) // 8 * 8
+    return ((groups + 1) * launch - SM90_PRODUCER_REGS) // groups // 8 * 8
 
 
 def sm90_pingpong(cfg: TileConfig, block_d: int) -> bool:
     return SM90_PINGPONG[64 if block_d <= 64 else 128] and cfg.block_m > SM90_WG_ROWS
 
 
-def sm90_config(block_d: int, row_tiles: float | None = None) -> TileConfig:
-    """The Gluon forward's default tile for a padded head dim (64 or 128) and programs of
-    `row_tiles` 128-key tiles on average (None: not known)."""
+def sm90_config(block_d: int, row_tiles: float | None = None, plain: bool = False) -> TileConfig:
+    """The Gluon forward's default tile for a padded head dim (64 or 128), programs of `row_tiles`
+    128-key tiles on average (None: not known) and scores with no score_mod (`plain`)."""
     if row_tiles is not None and row_tiles <= SM90_SHORT_ROWS[64 if block_d <= 64 else 128]:
         return SM90_FWD_64_N64 if block_d <= 64 else SM90_FWD_M64
-    return SM90_FWD_64 if block_d <= 64 else SM90_FWD
+    if block_d > 64:
+        return SM90_FWD
+    return SM90_FWD_64_M192 if plain else SM90_FWD_64
 
 CONFIGS = {
     "fwd": [
         (64, TileConfig(128, 64, 4, 3),
          _configs((128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 4, 3, P), (64, 64, 4, 3, P))
-         + [SM90_FWD_64, SM90_FWD_64_N64]),
+         + [SM90_FWD_64, SM90_FWD_64_N64, SM90_FWD_64_M192]),
         (128, TileConfig(64, 64, 4, 3, P),
          _configs((64, 64, 4, 3), (64, 64, 4, 2), (128, 128, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3, P),
                   (128, 64, 8, 3, P)) + [SM90_FWD, SM90_FWD_M64, SM90_FWD_N64]),

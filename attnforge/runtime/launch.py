@@ -48,6 +48,7 @@ class Kernels:
     sm90: bool = False        # the Gluon forward runs here (Hopper, and a variant it covers)
     ahead: list | None = None  # compiles of the backward's kernels started by the first forward
     row_tiles: float | None = None  # the first block metadata's key tiles per query tile (`_row_tiles`)
+    plain: bool = False       # scores without a score_mod (codegen.plain_scores)
     tables: list = field(default_factory=list)  # reads taken from distance tables (`tables.py`)
     table_index: dict = field(default_factory=dict)  # their gather indices, per sizes
 
@@ -89,7 +90,7 @@ def kernels_for(prog: Program, source: Program, spec: Spec, device: torch.device
     return Kernels(prog, source, spec, base, modules, tma, diag,
                    frozenset(i for i in diag if reads_batch(loads[i][0])), codegen.captured_params(prog),
                    rule_params(prog), _hopper(device) and codegen.sm90_forward(prog, spec),
-                   tables=tables_of(prog))
+                   tables=tables_of(prog), plain=codegen.plain_scores(prog))
 
 
 def _hopper(device: torch.device) -> bool:
@@ -180,7 +181,7 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
     # (TMA descriptors need non-empty tensors)
     sm90 = k.sm90 and (cfg is None or cfg.sm90) and _tma_ok(k, q, k_, v, out) and q.numel() * k_.numel() > 0
     if sm90:
-        cfg = cfg or sm90_config(k.spec.block_d, _row_tiles(k, bm))
+        cfg = cfg or sm90_config(k.spec.block_d, _row_tiles(k, bm), k.plain)
     elif cfg is None or cfg.sm90:
         cfg = tile_config("fwd", k.spec.block_d)
     bm = tile_block_mask(k, bm, B, H, q.device, tensors, cfg)
@@ -207,12 +208,13 @@ def tile_block_mask(k: Kernels, bm: BlockMask, B: int, H: int, device, tensors: 
                     cfg: TileConfig) -> BlockMask:
     """Block metadata for kernels of tiles `cfg`: in tiles of max(FINE_SPARSE_BLOCK, cfg's) a side
     where that is finer than `bm` (the variant's, in SPARSE_BLOCK tiles) and the grid stays within
-    FINE_MAX_TILES, built once per `bm` (which is rebuilt when a tensor its rules read changes);
-    else `bm`."""
+    FINE_MAX_TILES, or where `bm`'s tiles are not made of the kernel's (the forward's 192 query rows:
+    coarser), built once per `bm` (which is rebuilt when a tensor its rules read changes); else `bm`."""
     block_m, block_n = max(FINE_SPARSE_BLOCK, cfg.block_m), max(FINE_SPARSE_BLOCK, cfg.block_n)
-    if (block_m, block_n) == (bm.block_m, bm.block_n) or bm.block_m % block_m or bm.block_n % block_n:
+    if (block_m, block_n) == (bm.block_m, bm.block_n):
         return bm
-    if triton.cdiv(bm.Lq, block_m) * triton.cdiv(bm.Lk, block_n) > FINE_MAX_TILES:
+    made_of = bm.block_m % block_m == 0 and bm.block_n % block_n == 0
+    if made_of and triton.cdiv(bm.Lq, block_m) * triton.cdiv(bm.Lk, block_n) > FINE_MAX_TILES:
         return bm
     return bm.in_tiles(k.prog, B, H, tensors, block_m, block_n, device)
 
