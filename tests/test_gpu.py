@@ -179,7 +179,8 @@ def test_first_forward_compiles_the_backward_ahead():
                                            ("far", 128, "short"), ("softcap", 128, "short"), ("causal", 64, "short"),
                                            ("document", 64, "short"), ("far", 48, "short"), ("document", 128, "n64"),
                                            ("far", 128, "n64"), ("causal", 64, "m192"), ("document", 64, "m192"),
-                                           ("far", 48, "m192"), ("softcap", 64, "m192")])
+                                           ("far", 48, "m192"), ("softcap", 64, "m192"), ("alibi", 64, "long"),
+                                           ("alibi", 128, "long"), ("alibi", 64, "m192")])
 def test_sm90_forward_runs_and_matches_the_reference(name, D, tile, monkeypatch):
     """On Hopper, bf16 at head dims 64 and 128 (48 padded to 64) runs the Gluon forward (fwd_sm90),
     with its tile for long programs, its tiles for short ones (several programs per SM; one consumer

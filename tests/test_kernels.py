@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import attnforge
+from attnforge.passes.affine import affine_score
 from attnforge.runtime import launch
 from conftest import EXAMPLES, assert_close_rule, load_example
 from strategies import PARAMS, mask_expr, score_expr
@@ -151,6 +152,23 @@ def test_fully_masked_rows():
         assert (dq[:, :, row] == 0).all()
     for t in (out, dq, dk, dv):
         assert not torch.isnan(t).any()
+
+
+def test_affine_score_mod_moves_its_row_part_to_the_lse():
+    """A score_mod a(h) * score + row(q) + col(kv) (passes/affine.py): the forward adds the
+    columns' vector at each tile's first row and the rest of the row part to the LSE only. Against
+    the reference: output, LSE (its row part included; -inf on fully masked rows) and gradients of
+    every learnable tensor, GQA, Lq != Lk, a head dim of 24."""
+    temp = torch.rand(4) + 0.5
+    per_key, per_query = torch.randn(110) * 0.5, torch.randn(90) * 0.5
+    src = ("attention affine(temp: f32[H], per_key: f32[N], per_query: f32[M]) {\n"
+           " score = score * temp[h] + per_key[kv_idx] + 40.0 * per_query[q_idx] + 0.05 * (kv_idx - q_idx)\n"
+           " mask = (kv_idx <= q_idx + 7) & (q_idx != 50) }")
+    v = attnforge.compile(src)
+    assert affine_score(v.lowered).separable and "lse = lse + z_r" in v.kernel_source("fwd")
+    out, lse = check_variant(v, 2, 4, 2, 90, 110, 24, 24, torch.float32,
+                             tensors={"temp": temp, "per_key": per_key, "per_query": per_query})[:2]
+    assert torch.isneginf(lse[:, :, 50]).all() and (out[:, :, 50] == 0).all()
 
 
 def test_no_mask_and_learnable_tensor_read_twice():

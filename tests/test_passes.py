@@ -243,3 +243,47 @@ def test_toeplitz_reads_are_recognised():
     for name, (mod, expected) in mods.items():
         v = attnforge.compile(score_mod=mod)
         assert toeplitz_loads(v.lowered) == expected, name
+
+
+# ---- affine score mods (passes/affine.py) ------------------------------------------------------
+@given(score_expr, st.integers(0, LS - 1))
+def test_affine_split_preserves_meaning(score, q0):
+    """A score_mod found affine equals slope * score + offset; where the offset separates, the
+    forward's column vector at row q0 plus the LSE's row part give it back for every row."""
+    from attnforge.passes.affine import affine_score
+
+    low = simplify(canonicalize(Program.flex_like("v", PARAMS, (), score, None)))
+    aff = affine_score(low)
+    if aff is None:
+        return
+    env = {**_env(), "q0": torch.tensor(q0)}
+    ev = Evaluator(env, TENSORS)
+    f = low.as_flex()[0]
+    assert _equal(ev(f), ev(aff.scale) * env["score"] + ev(aff.offset)), format_expr(f)
+    if aff.separable:
+        ev = Evaluator(env, TENSORS)
+        rows = ev(aff.row_offset()).expand(BS, HS, LS, 1)
+        assert _equal(ev(aff.offset), ev(aff.col_offset()) + rows), format_expr(f)
+
+
+def test_affine_score_mods_are_recognised():
+    """ALiBi separates into rows and columns; a distance bias is affine but does not separate;
+    softcap is not affine; a slope may read the head, never an index."""
+    from attnforge.passes.affine import affine_score
+
+    L = 64
+    bias, temp = torch.randn(4, 2 * L - 1), torch.rand(4) + 0.5
+    mods = {
+        "alibi": (lambda s, b, h, q, k: s + (k - q) * torch.exp2(-(h + 1.0)), True),
+        "distance": (lambda s, b, h, q, k: s + bias[h, q - k + L - 1], False),
+        "temperature": (lambda s, b, h, q, k: s * temp[h] + 0.5 * k - q * q, True),
+        "softcap": (lambda s, b, h, q, k: 30.0 * torch.tanh(s / 30.0), None),
+        "index_slope": (lambda s, b, h, q, k: s * (1.0 + q), None),
+    }
+    for name, (mod, separable) in mods.items():
+        aff = affine_score(attnforge.compile(score_mod=mod).lowered)
+        assert (aff is None if separable is None else aff.separable == separable), name
+    assert affine_score(attnforge.compile("attention c() { mask = q_idx >= kv_idx }").lowered) is None
+    # the column vector keeps the index difference exact: kv_idx - q0, not slope * kv_idx - slope * q0
+    aff = affine_score(attnforge.compile(score_mod=mods["alibi"][0]).lowered)
+    assert "kv_idx - q0" in format_expr(aff.col_offset())

@@ -12,6 +12,7 @@ import jinja2
 from ..ir.expr import Const, Var, walk
 from ..ir.printer import format_expr, print_program
 from ..ir.program import Program
+from ..passes.affine import AffineScore, affine_score
 from ..passes.toeplitz import distance_tables, toeplitz_loads
 from .configs import SPARSE_BLOCK, TileConfig, tile_config
 from .render import Axis, loaded_params, render_block, render_blocks, table_name
@@ -32,6 +33,7 @@ ROWS_KV = {"q_idx": Axis("o_m[None, :]", "m_m[None, :]"), "kv_idx": Axis("o_n[:,
 # slower (3.77 vs 3.44 ms).
 ROWS_Q_UNMASKED = {name: Axis(axis.code) for name, axis in ROWS_Q.items()}
 SCALARS = {"b": "i_b", "h": "i_h", "score": "qk"}
+AFFINE_SCALARS = {**SCALARS, "q0": "q0"}  # q0: the first row of the query tile (passes/affine.py)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
                   for p in params)
     sig += "".join(f" p_{t}, s_{t}_0, s_{t}_1," for t in (table_name(j, load) for load, j in tables.items()))
     identity = plain_scores(prog)
+    aff = affine_score(prog)
     dscore_one = grad.d_score == Const(1.0, "float")
 
     def block(e, target, axes, indent=4, prefix="t"):
@@ -115,6 +118,8 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
         "dtype": spec.dtype, "d": spec.d, "dv": spec.dv, "group": spec.group,
         "param_sig": sig, "param_args": sig,
         "has_mask": mask is not None, "score_is_identity": identity, "dscore_is_one": dscore_one,
+        # the forwards' score_mod as a_s * score + z_c, with z_c's row part moved to the LSE (z_r)
+        **_affine_blocks(aff, tables),
         # the dQ tile (rows are queries, as the forward) and the dK/dV tile (rows are keys)
         "score_fwd": score_q, "dscore_fwd": dscore_q, "score_bwd": score_kv, "dscore_bwd": dscore_kv,
         "mask_fwd": "" if mask is None else block(mask, "keep", ROWS_Q, 8, "u"),
@@ -130,6 +135,26 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
     code = " ".join([*(v for v in ctx.values() if isinstance(v, str)), *(d["code"] for d in ctx["diag_loads"])])
     ctx["helpers"] = sorted(set(re.findall(r"\b(_floordiv|_floormod|_tanh|_sign|_pow)\(", code)))
     return ctx
+
+
+def _affine_blocks(aff: AffineScore | None, tables: dict) -> dict:
+    """The forwards' blocks of an affine score_mod (`passes/affine.py`): the slope `a_s` (a
+    scalar), the offset `z_c` (a vector of the tile's columns at the tile's first row `q0` where
+    the offset separates, else per score) and the row part `z_r` for the LSE (a vector of rows), in
+    Triton (`affine_*`) and Gluon (`affine_*_gl`: unmasked reads) spellings."""
+    if aff is None:
+        return {"affine": False, "affine_row": "", "affine_row_gl": ""}
+    out = {"affine": True}
+    row = aff.row_offset() if aff.separable else None
+    offset = aff.col_offset() if aff.separable else aff.offset
+    for suffix, axes, row_axis in (("", ROWS_Q, Axis("o_m", "m_m")), ("_gl", ROWS_Q_UNMASKED, Axis("o_m"))):
+        blocks = render_blocks([(aff.scale, "a_s"), (offset, "z_c")], axes, AFFINE_SCALARS, "a", " " * 4, tables)
+        if row is not None:
+            blocks.append(render_block(row, "z_r", {"q_idx": row_axis}, AFFINE_SCALARS, "a", " " * 4, tables))
+        blocks = [b.replace("tl.", "gl.") if suffix else b for b in blocks]
+        out["affine_scale" + suffix], out["affine_offset" + suffix] = blocks[:2]
+        out["affine_row" + suffix] = blocks[2] if row is not None else ""
+    return out
 
 
 def _tile_shaped(code: str, score, indent: int) -> str:
