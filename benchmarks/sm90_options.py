@@ -67,8 +67,12 @@ def main():
             torch._dynamo.reset()  # a static compile per case (a second shape would compile a dynamic one)
             flex = torch.compile(flex_attention)
             gold = run(variant, q, k, v, tile_config("fwd", D))
-            res = {"flex": _time(lambda: flex(q, k, v, score_mod=case.score_mod, block_mask=blk), True),
-                   "triton": _time(lambda: run(variant, q, k, v, tile_config("fwd", D)), True)}
+            try:
+                res = {"flex": _time(lambda: flex(q, k, v, score_mod=case.score_mod, block_mask=blk), True)}
+            except Exception as e:  # noqa: BLE001 - flex's default tiles may not fit (a learnable bias)
+                print(f"  {name} {shape} flex: {type(e).__name__} {str(e)[:120]}", flush=True)
+                res = {"flex": float("nan")}
+            res["triton"] = _time(lambda: run(variant, q, k, v, tile_config("fwd", D)), True)
             base = sm90_config(D)
             grid = itertools.product(args.pingpong, args.stages, args.regs, args.block_n, args.fold, args.maxnreg,
                                      args.block_m)

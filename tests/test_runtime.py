@@ -446,8 +446,7 @@ def test_row_tiles_and_the_gluon_forwards_default_tile():
     """Programs' mean length in key tiles, from the block metadata; the Gluon forward takes the tiles
     that let programs share an SM where programs are short, deciding once per variant (a new length
     compiles nothing)."""
-    from attnforge.codegen.configs import (SM90_FWD, SM90_FWD_64, SM90_FWD_64_M192, SM90_FWD_64_N64, SM90_FWD_M64,
-                                           sm90_config)
+    from attnforge.codegen.configs import SM90_FWD, SM90_FWD_64_M192, SM90_FWD_64_N64, SM90_FWD_M64, sm90_config, tile_config
     from attnforge.runtime import launch
 
     causal = attnforge.compile("attention c() { mask = q_idx >= kv_idx }")
@@ -458,9 +457,10 @@ def test_row_tiles_and_the_gluon_forwards_default_tile():
     assert doc.block_mask(1, 1, 1024, 1024, document_id=ids).row_tiles() == pytest.approx(1.5)
     assert sm90_config(128, 1.5) == SM90_FWD_M64 and sm90_config(64, 3.9) == SM90_FWD_64_N64
     assert sm90_config(128, 4.5) == SM90_FWD and sm90_config(64, 8.5) == SM90_FWD_64_N64
-    assert sm90_config(64, 32.5) == SM90_FWD_64 and sm90_config(64, None) == SM90_FWD_64
-    # plain scores (no score_mod) on long programs at head dim 64: three consumer groups
+    # long programs at head dim 64: three consumer groups for plain scores (no score_mod), the Triton
+    # forward's tile with a score_mod
     assert sm90_config(64, 32.5, plain=True) == SM90_FWD_64_M192 == sm90_config(64, None, plain=True)
+    assert sm90_config(64, 32.5) == tile_config("fwd", 64) == sm90_config(64, None) and not tile_config("fwd", 64).sm90
     assert sm90_config(64, 8.5, plain=True) == SM90_FWD_64_N64 and sm90_config(128, 32.5, plain=True) == SM90_FWD
 
     class Kern:

@@ -105,6 +105,12 @@ SM90_FWD_64_N64 = TileConfig(128, 64, 4, 3, True, True, 80)
 # 0.672: a 192-row tile crosses a mask's edge in more key tiles), which keep the tiles above.
 # (Head dim 128 needs ~190 registers a group: not with three.)
 SM90_FWD_64_M192 = TileConfig(192, 128, 4, 3, True, True, 128)
+# Head dim 64, long programs with a score_mod (thirteenth session): the Triton forward (its 128 x 64
+# tile) beats the Gluon one, whose consumer groups then spend their time on the score's own
+# arithmetic. B=4 H=16 L=8192 D=64, same process, kernel ms, Triton / Gluon 128-row tile (3; 4
+# stages): ALiBi causal 1.539 / 1.622; 1.591 (flex 1.837), softcap causal 1.962 / 2.082 (4 stages;
+# flex 5.202).
+SM90_TRITON_SCORE_MOD_64 = True
 # 64-key tiles, one program per SM (the ninth session's short-program tile; autotuner candidate):
 # B=16 H=16 L=2048 D=128 vs 128-key tiles, kernel ms: document8 0.280 -> 0.262, document_random
 # 0.529 -> 0.464; causal 0.618 -> 0.657.
@@ -137,13 +143,17 @@ def sm90_pingpong(cfg: TileConfig, block_d: int) -> bool:
 
 
 def sm90_config(block_d: int, row_tiles: float | None = None, plain: bool = False) -> TileConfig:
-    """The Gluon forward's default tile for a padded head dim (64 or 128), programs of `row_tiles`
-    128-key tiles on average (None: not known) and scores with no score_mod (`plain`)."""
+    """The forward's default tile on Hopper, where the Gluon forward covers the variant, for a
+    padded head dim (64 or 128), programs of `row_tiles` 128-key tiles on average (None: not known)
+    and scores with no score_mod (`plain`): a Gluon tile, or at head dim 64 the Triton forward's
+    for long programs with a score_mod (SM90_TRITON_SCORE_MOD_64)."""
     if row_tiles is not None and row_tiles <= SM90_SHORT_ROWS[64 if block_d <= 64 else 128]:
         return SM90_FWD_64_N64 if block_d <= 64 else SM90_FWD_M64
     if block_d > 64:
         return SM90_FWD
-    return SM90_FWD_64_M192 if plain else SM90_FWD_64
+    if plain:
+        return SM90_FWD_64_M192
+    return tile_config("fwd", block_d) if SM90_TRITON_SCORE_MOD_64 else SM90_FWD_64
 
 CONFIGS = {
     "fwd": [

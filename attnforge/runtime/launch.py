@@ -180,9 +180,10 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
     # the Gluon forward wherever it applies, unless the autotuner chose a Triton config
     # (TMA descriptors need non-empty tensors)
     sm90 = k.sm90 and (cfg is None or cfg.sm90) and _tma_ok(k, q, k_, v, out) and q.numel() * k_.numel() > 0
-    if sm90:
-        cfg = cfg or sm90_config(k.spec.block_d, _row_tiles(k, bm), k.plain)
-    elif cfg is None or cfg.sm90:
+    if sm90 and cfg is None:
+        cfg = sm90_config(k.spec.block_d, _row_tiles(k, bm), k.plain)  # maybe a Triton forward's tile
+        sm90 = cfg.sm90
+    if not sm90 and (cfg is None or cfg.sm90):
         cfg = tile_config("fwd", k.spec.block_d)
     bm = tile_block_mask(k, bm, B, H, q.device, tensors, cfg)
     rest = [lse.stride(0), lse.stride(1), Lq, Lk, H, scale, *_walk(bm, "q", cfg.block_m), *param_args(k, tensors)]
