@@ -109,7 +109,8 @@ SM90_FWD_64_M192 = TileConfig(192, 128, 4, 3, True, True, 128)
 # tile) beats the Gluon one, whose consumer groups then spend their time on the score's own
 # arithmetic. B=4 H=16 L=8192 D=64, same process, kernel ms, Triton / Gluon 128-row tile (3; 4
 # stages): ALiBi causal 1.539 / 1.622; 1.591 (flex 1.837), softcap causal 1.962 / 2.082 (4 stages;
-# flex 5.202).
+# flex 5.202). Not where the kernels read a tensor: the learnable relative bias (a distance table)
+# took 12.95 ms in the Triton forward against 1.99 in the Gluon one.
 SM90_TRITON_SCORE_MOD_64 = True
 # 64-key tiles, one program per SM (the ninth session's short-program tile; autotuner candidate):
 # B=16 H=16 L=2048 D=128 vs 128-key tiles, kernel ms: document8 0.280 -> 0.262, document_random
@@ -142,18 +143,20 @@ def sm90_pingpong(cfg: TileConfig, block_d: int) -> bool:
     return SM90_PINGPONG[64 if block_d <= 64 else 128] and cfg.block_m > SM90_WG_ROWS
 
 
-def sm90_config(block_d: int, row_tiles: float | None = None, plain: bool = False) -> TileConfig:
+def sm90_config(block_d: int, row_tiles: float | None = None, plain: bool = False,
+                reads: bool = True) -> TileConfig:
     """The forward's default tile on Hopper, where the Gluon forward covers the variant, for a
-    padded head dim (64 or 128), programs of `row_tiles` 128-key tiles on average (None: not known)
-    and scores with no score_mod (`plain`): a Gluon tile, or at head dim 64 the Triton forward's
-    for long programs with a score_mod (SM90_TRITON_SCORE_MOD_64)."""
+    padded head dim (64 or 128), programs of `row_tiles` 128-key tiles on average (None: not known),
+    scores with no score_mod (`plain`) and kernels that read captured tensors (`reads`): a Gluon
+    tile, or at head dim 64 the Triton forward's for long programs with a score_mod that reads no
+    tensor (SM90_TRITON_SCORE_MOD_64)."""
     if row_tiles is not None and row_tiles <= SM90_SHORT_ROWS[64 if block_d <= 64 else 128]:
         return SM90_FWD_64_N64 if block_d <= 64 else SM90_FWD_M64
     if block_d > 64:
         return SM90_FWD
     if plain:
         return SM90_FWD_64_M192
-    return tile_config("fwd", block_d) if SM90_TRITON_SCORE_MOD_64 else SM90_FWD_64
+    return tile_config("fwd", block_d) if SM90_TRITON_SCORE_MOD_64 and not reads else SM90_FWD_64
 
 CONFIGS = {
     "fwd": [

@@ -181,7 +181,7 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
     # (TMA descriptors need non-empty tensors)
     sm90 = k.sm90 and (cfg is None or cfg.sm90) and _tma_ok(k, q, k_, v, out) and q.numel() * k_.numel() > 0
     if sm90 and cfg is None:
-        cfg = sm90_config(k.spec.block_d, _row_tiles(k, bm), k.plain)  # maybe a Triton forward's tile
+        cfg = sm90_config(k.spec.block_d, _row_tiles(k, bm), k.plain, bool(k.params or k.tables))  # maybe Triton's
         sm90 = cfg.sm90
     if not sm90 and (cfg is None or cfg.sm90):
         cfg = tile_config("fwd", k.spec.block_d)
