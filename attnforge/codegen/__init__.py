@@ -111,9 +111,6 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
 
     score_gl, mask_gl = _gluon_blocks(prog, tables)
     (score_q, dscore_q), (score_kv, dscore_kv) = score_and_grad(ROWS_Q), score_and_grad(ROWS_KV)
-    if aff is not None and not dscore_one:  # the affine score blocks replace the score's: a derivative alone
-        dscore_q, dscore_kv = (render_block(grad.d_score, "g", axes, SCALARS, indent=" " * 4, tables=tables)
-                               for axes in (ROWS_Q, ROWS_KV))
     ctx = {
         "name": prog.name, "ir_hash": ir_hash(prog),
         "score_fwd_gl": score_gl, "mask_fwd_gl": mask_gl,
@@ -150,16 +147,13 @@ def _affine_blocks(aff: AffineScore | None, tables: dict) -> dict:
     out = {"affine": True}
     row = aff.row_offset() if aff.separable else None
     offset = aff.col_offset() if aff.separable else aff.offset
-    # `_kv`: the dK/dV tile's orientation (rows are keys); its LSE adds `affine_row` as the others'
-    for suffix, axes, row_axis in (("", ROWS_Q, Axis("o_m", "m_m")), ("_gl", ROWS_Q_UNMASKED, Axis("o_m")),
-                                   ("_kv", ROWS_KV, None)):
+    for suffix, axes, row_axis in (("", ROWS_Q, Axis("o_m", "m_m")), ("_gl", ROWS_Q_UNMASKED, Axis("o_m"))):
         blocks = render_blocks([(aff.scale, "a_s"), (offset, "z_c")], axes, AFFINE_SCALARS, "a", " " * 4, tables)
-        if row is not None and row_axis is not None:
+        if row is not None:
             blocks.append(render_block(row, "z_r", {"q_idx": row_axis}, AFFINE_SCALARS, "a", " " * 4, tables))
-        blocks = [b.replace("tl.", "gl.") if suffix == "_gl" else b for b in blocks]
+        blocks = [b.replace("tl.", "gl.") if suffix else b for b in blocks]
         out["affine_scale" + suffix], out["affine_offset" + suffix] = blocks[:2]
-        if row_axis is not None:
-            out["affine_row" + suffix] = blocks[2] if row is not None else ""
+        out["affine_row" + suffix] = blocks[2] if row is not None else ""
     return out
 
 
