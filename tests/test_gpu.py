@@ -197,7 +197,7 @@ def test_sm90_forward_runs_and_matches_the_reference(name, D, tile, monkeypatch)
     tiles = {"long": (configs.SM90_FWD_64, configs.SM90_FWD), "short": (configs.SM90_FWD_64_N64, configs.SM90_FWD_M64),
              "n64": (None, configs.SM90_FWD_N64), "m192": (configs.SM90_FWD_64_M192, None)}
     cfg = tiles[tile][D > 64]
-    monkeypatch.setattr(launch, "sm90_config", lambda d, rows=None, plain=False: cfg)
+    monkeypatch.setattr(launch, "sm90_config", lambda d, rows=None, plain=False, reads=True: cfg)
 
     v = attnforge.compile("attention far() { mask = q_idx - kv_idx > 500 }" if name == "far"
                           else str(EXAMPLES / f"{name}.attn"))
