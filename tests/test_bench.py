@@ -34,6 +34,9 @@ def test_targets_are_checked_against_the_same_run():
     assert "met    a new variant in a running process, warm < 0.05 s  causal: 0.030 s" in text
     assert "0.15 s after import" in text and "running process, cold" not in text  # no next_fwd_s there
     assert lines[-1].startswith("met    block metadata")
+    # a miss that two decimals would round up to the target shows three
+    close = [_row("causal", "attnforge", 1.0, 1.0), _row("causal", "flex", 1.146, 1.0)]
+    assert "MISSED fwd >= 1.15x flex          causal 16,16,2048,128: 1.146x" in bench.check_targets(close, [], None)
 
 
 def test_table_has_ratios_from_the_same_shape():
