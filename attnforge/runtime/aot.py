@@ -109,9 +109,8 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
         named[table_name(j, table.load)] = torch.empty(nb, nh, row, dtype=named[table.load.param].dtype,
                                                        device="meta")[..., off:]
     calls = [fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, tile_config("fwd", spec.block_d))]
-    gluon = sm90 or sm90_config(spec.block_d, plain=True)  # (the Gluon forward's long-program tile)
-    if kern.sm90:
-        calls.append(fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, gluon))
+    if kern.sm90:  # (by default the Gluon forward's long-program tile)
+        calls.append(fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, sm90 or sm90_config(spec.block_d, plain=True)))
     buffers = BwdBuffers(do, lse, q, k, v, out, lse, lse, lse, q, k, v)
     # preprocess, the one-launch backward (the default) and dK/dV and dQ as two launches
     # (ATTNFORGE_FUSED_BWD=0)
