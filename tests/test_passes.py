@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import attnforge
-from attnforge.ir import BOOL, FLOAT, INT, Load, Program, Var, format_expr
+from attnforge.ir import BOOL, FLOAT, INT, Load, Program, Var, binary, const, format_expr
+from attnforge.ir.expr import walk
 from attnforge.passes import canonicalize, classify_blocks, differentiate, lower, simplify
 from attnforge.passes.patterns import build
 from attnforge.passes.simplify import RULES
@@ -287,3 +288,53 @@ def test_affine_score_mods_are_recognised():
     # the column vector keeps the index difference exact: kv_idx - q0, not slope * kv_idx - slope * q0
     aff = affine_score(attnforge.compile(score_mod=mods["alibi"][0]).lowered)
     assert "kv_idx - q0" in format_expr(aff.col_offset())
+
+
+# ---- masks as a forward program evaluates them (passes/rows.py) --------------------------------
+_index_sum = st.recursive(st.sampled_from([Var(n, INT) for n in ("q_idx", "kv_idx", "b", "h")])
+                          | st.integers(-40, 40).map(const),
+                          lambda c: st.tuples(st.sampled_from(["add", "sub"]), c, c).map(lambda t: binary(*t)),
+                          max_leaves=5)
+_index_cmp = st.tuples(st.sampled_from(["lt", "le", "gt", "ge", "eq", "ne"]), _index_sum, _index_sum) \
+    .map(lambda t: binary(*t))
+
+
+@given(mask_expr | _index_cmp | st.tuples(_index_cmp, mask_expr).map(lambda t: binary("and", *t)))
+def test_separated_and_hoisted_masks_mean_the_same(mask):
+    """`separate` keeps a mask's meaning; `hoist_rows`' parts read no kv_idx, and put back in place
+    of their variables they give the mask again."""
+    from attnforge.passes.rows import hoist_rows, separate
+
+    low = simplify(canonicalize(Program.flex_like("v", PARAMS, (), Var("score", FLOAT), mask)))
+    m = low.as_flex()[1]
+    if m is None:
+        return
+    ev = Evaluator(_env(), TENSORS)
+    sep = separate(m)
+    assert _equal(ev(m), ev(sep)), format_expr(m)
+    hoisted, rows = hoist_rows(sep)
+    env = _env()
+    for name, sub in rows:
+        assert "kv_idx" not in {n.name for n in walk(sub) if isinstance(n, Var)}, format_expr(sub)
+        env[name] = Evaluator(env, TENSORS)(sub)
+    assert _equal(ev(m), Evaluator(env, TENSORS)(hoisted)), format_expr(m)
+
+
+def test_index_comparisons_take_the_rows_on_one_side():
+    """A window's `q_idx - kv_idx < 1024` compares a per-row value with kv_idx; comparisons already
+    in that form, or not index sums, stay as written; document ids of the rows are hoisted."""
+    from attnforge.passes.rows import hoist_rows, separate
+
+    ids = torch.arange(64) // 16
+    cases = {
+        "sliding": (lambda b, h, q, k: (q >= k) & (q - k < 1024), "(q_idx >= kv_idx) & (q_idx - 1024 < kv_idx)"),
+        "flipped": (lambda b, h, q, k: k - q + 3 <= h, "q_idx + h - 3 >= kv_idx"),
+        "prefix": (lambda b, h, q, k: (k < 1024) | (q >= k), "(kv_idx < 1024) | (q_idx >= kv_idx)"),
+        "scaled": (lambda b, h, q, k: q - 2 * k > 5, "q_idx - 2 * kv_idx > 5"),
+    }
+    for name, (mod, text) in cases.items():
+        assert format_expr(separate(attnforge.compile(mask_mod=mod).lowered.as_flex()[1])) == text, name
+    m, rows = hoist_rows(separate(attnforge.compile(mask_mod=lambda b, h, q, k: (ids[q] == ids[k]) & (q - k < 9))
+                                  .lowered.as_flex()[1]))
+    assert [format_expr(sub) for _, sub in rows] == ["ids[q_idx]", "q_idx - 9"]
+    assert format_expr(m) == "(__row0 == ids[kv_idx]) & (__row1 < kv_idx)"

@@ -13,6 +13,7 @@ from ..ir.expr import Const, Var, walk
 from ..ir.printer import format_expr, print_program
 from ..ir.program import Program
 from ..passes.affine import AffineScore, affine_score
+from ..passes.rows import hoist_rows, separate
 from ..passes.toeplitz import distance_tables, toeplitz_loads
 from .configs import SPARSE_BLOCK, TileConfig, tile_config
 from .render import Axis, loaded_params, render_block, render_blocks, table_name
@@ -109,11 +110,11 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
         z = "" if identity else _tile_shaped(blocks.pop(0), score, 4)
         return z, "" if dscore_one else blocks[0]
 
-    score_gl, mask_gl = _gluon_blocks(prog, tables)
+    score_gl, mask_gl, mask_rows_gl, mask_rows_sig = _gluon_blocks(prog, tables)
     (score_q, dscore_q), (score_kv, dscore_kv) = score_and_grad(ROWS_Q), score_and_grad(ROWS_KV)
     ctx = {
         "name": prog.name, "ir_hash": ir_hash(prog),
-        "score_fwd_gl": score_gl, "mask_fwd_gl": mask_gl,
+        "score_fwd_gl": score_gl, "mask_fwd_gl": mask_gl, "mask_rows_gl": mask_rows_gl, "mask_rows_sig": mask_rows_sig,
         "source_lines": print_program(source).rstrip("\n").splitlines(),
         "dtype": spec.dtype, "d": spec.d, "dv": spec.dv, "group": spec.group,
         "param_sig": sig, "param_args": sig,
@@ -167,18 +168,27 @@ def _ignores_score(score) -> bool:
     return not any(isinstance(n, Var) and n.name == "score" for n in walk(score))
 
 
-def _gluon_blocks(prog: Program, tables: dict | None = None) -> tuple[str, str]:
+def _gluon_blocks(prog: Program, tables: dict | None = None) -> tuple[str, str, str, str]:
     """score_mod and mask_mod for the sm_90 forward: the Triton statements in Gluon, whose
-    elementwise ops carry Triton's names (indented for the template's softmax step)."""
+    elementwise ops carry Triton's names (indented for the template's softmax step). The mask's
+    comparisons take the form `rows op kv_idx` and its row-only parts are computed once per program
+    (`passes/rows.py`): also returned, the block computing those (`mrow0` ...) before the loop over
+    key tiles, and their names as arguments (`" mrow0, mrow1,"`)."""
     score, mask = prog.as_flex()
-    score_gl = mask_gl = ""
+    score_gl = mask_gl = rows_gl = rows_sig = ""
     if score != Var("score", "float"):
         score_gl = render_block(score, "z", ROWS_Q_UNMASKED, SCALARS, indent=" " * 4, tables=tables)
         if _ignores_score(score):  # Gluon has no broadcast_to
             score_gl += "\n    z = z + tl.zeros_like(qk)"
     if mask is not None:
-        mask_gl = render_block(mask, "keep", ROWS_Q_UNMASKED, SCALARS, indent=" " * 8, tables=tables)
-    return score_gl.replace("tl.", "gl."), mask_gl.replace("tl.", "gl.")
+        mask, rows = hoist_rows(separate(mask))
+        names = {name: "m" + name.lstrip("_") for name, _ in rows}
+        mask_gl = render_block(mask, "keep", ROWS_Q_UNMASKED, {**SCALARS, **names}, indent=" " * 8, tables=tables)
+        if rows:
+            rows_gl = "\n    ".join(render_blocks([(sub, names[name]) for name, sub in rows],
+                                                   {"q_idx": ROWS_Q_UNMASKED["q_idx"]}, SCALARS, "v", " " * 4, tables))
+            rows_sig = "".join(f" {n}," for n in names.values())
+    return (*(code.replace("tl.", "gl.") for code in (score_gl, mask_gl, rows_gl)), rows_sig)
 
 
 def sm90_forward(prog: Program, spec: Spec) -> bool:
