@@ -447,7 +447,7 @@ def test_row_tiles_and_the_gluon_forwards_default_tile():
     that let programs share an SM where programs are short, deciding once per variant (a new length
     compiles nothing)."""
     from attnforge.codegen.configs import (SM90_FWD, SM90_FWD_64, SM90_FWD_64_M192, SM90_FWD_64_N64, SM90_FWD_M64,
-                                           sm90_config, tile_config)
+                                           SM90_TRITON_SCORE_MOD_64, sm90_config)
     from attnforge.runtime import launch
 
     causal = attnforge.compile("attention c() { mask = q_idx >= kv_idx }")
@@ -459,11 +459,11 @@ def test_row_tiles_and_the_gluon_forwards_default_tile():
     assert sm90_config(128, 1.5) == SM90_FWD_M64 and sm90_config(64, 3.9) == SM90_FWD_64_N64
     assert sm90_config(128, 4.5) == SM90_FWD and sm90_config(64, 8.5) == SM90_FWD_64_N64
     # long programs at head dim 64: three consumer groups for plain scores (no score_mod), the Triton
-    # forward's tile with a score_mod
+    # forward's tile (K and V through pointers) with a score_mod
     assert sm90_config(64, 32.5, plain=True) == SM90_FWD_64_M192 == sm90_config(64, None, plain=True)
     # that reads no tensor (the Triton forward's distance-table reads are slow)
-    assert sm90_config(64, 32.5, reads=False) == tile_config("fwd", 64) == sm90_config(64, None, reads=False)
-    assert not tile_config("fwd", 64).sm90 and sm90_config(64, 32.5) == SM90_FWD_64
+    assert sm90_config(64, 32.5, reads=False) == SM90_TRITON_SCORE_MOD_64 == sm90_config(64, None, reads=False)
+    assert not SM90_TRITON_SCORE_MOD_64.sm90 and sm90_config(64, 32.5) == SM90_FWD_64
     assert sm90_config(64, 8.5, plain=True) == SM90_FWD_64_N64 and sm90_config(128, 32.5, plain=True) == SM90_FWD
 
     class Kern:

@@ -110,8 +110,11 @@ SM90_FWD_64_M192 = TileConfig(192, 128, 4, 3, True, True, 128)
 # arithmetic. B=4 H=16 L=8192 D=64, same process, kernel ms, Triton / Gluon 128-row tile (3; 4
 # stages): ALiBi causal 1.539 / 1.622; 1.591 (flex 1.837), softcap causal 1.962 / 2.082 (4 stages;
 # flex 5.202). Not where the kernels read a tensor: the learnable relative bias (a distance table)
-# took 12.95 ms in the Triton forward against 1.99 in the Gluon one.
-SM90_TRITON_SCORE_MOD_64 = True
+# took 12.95 ms in the Triton forward against 1.99 in the Gluon one. Its tile loads K and V through
+# pointers (fourteenth session, `benchmarks/sweep.py`, two runs, kernel ms, TMA -> pointers): ALiBi
+# 1.573-1.576 -> 1.501-1.543, softcap 2.006 -> 1.922 (64 x 64 with TMA: ALiBi 1.580-1.596, softcap
+# 1.807). None: the Gluon forward's tile.
+SM90_TRITON_SCORE_MOD_64: TileConfig | None = TileConfig(128, 64, 4, 3, tma=False)
 # 64-key tiles, one program per SM (the ninth session's short-program tile; autotuner candidate):
 # B=16 H=16 L=2048 D=128 vs 128-key tiles, kernel ms: document8 0.280 -> 0.262, document_random
 # 0.529 -> 0.464; causal 0.618 -> 0.657.
@@ -148,7 +151,7 @@ def sm90_config(block_d: int, row_tiles: float | None = None, plain: bool = Fals
     """The forward's default tile on Hopper, where the Gluon forward covers the variant, for a
     padded head dim (64 or 128), programs of `row_tiles` 128-key tiles on average (None: not known),
     scores with no score_mod (`plain`) and kernels that read captured tensors (`reads`): a Gluon
-    tile, or at head dim 64 the Triton forward's for long programs with a score_mod that reads no
+    tile, or at head dim 64 a Triton forward's for long programs with a score_mod that reads no
     tensor (SM90_TRITON_SCORE_MOD_64)."""
     if row_tiles is not None and row_tiles <= SM90_SHORT_ROWS[64 if block_d <= 64 else 128]:
         return SM90_FWD_64_N64 if block_d <= 64 else SM90_FWD_M64
@@ -156,7 +159,7 @@ def sm90_config(block_d: int, row_tiles: float | None = None, plain: bool = Fals
         return SM90_FWD
     if plain:
         return SM90_FWD_64_M192
-    return tile_config("fwd", block_d) if SM90_TRITON_SCORE_MOD_64 and not reads else SM90_FWD_64
+    return SM90_TRITON_SCORE_MOD_64 if SM90_TRITON_SCORE_MOD_64 and not reads else SM90_FWD_64
 
 CONFIGS = {
     "fwd": [
