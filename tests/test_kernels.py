@@ -180,6 +180,27 @@ def test_no_mask_and_learnable_tensor_read_twice():
     check_variant(attnforge.compile(score_mod=two_reads), 1, 4, 4, 100, 120, 16, 16, torch.float32)
 
 
+def test_captured_tensors_named_like_the_kernels_own_values():
+    """Captured tensors called `delta`, `do` and `lse2` (as the backward's row terms, dO and the base-2
+    LSE are named inside the kernels) read in the mask and the score, one of them
+    learnable: every kernel and gradient still matches the reference. (Before captured tensors took
+    their own prefix, `delta`'s read rebound the backward's `b_delta` and its pointer `p_delta`.)"""
+    delta = torch.arange(130, dtype=torch.int32) // 40
+    do = torch.randn(4) * 0.3
+    lse2 = torch.rand(130) < 0.9
+
+    def score(s, b, h, q_idx, kv_idx):
+        return s + do[h]
+
+    def mask(b, h, q_idx, kv_idx):
+        return (delta[q_idx] == delta[kv_idx]) & lse2[kv_idx]
+
+    v = attnforge.compile(score_mod=score, mask_mod=mask)
+    assert "b_c_delta" in v.kernel_source("bwd") and "b_c_do" in v.kernel_source("fwd")
+    check_variant(v, 1, 4, 2, 130, 130, 16, 16, torch.float32,
+                  tensors={"delta": delta, "do": do.requires_grad_(), "lse2": lse2})
+
+
 def test_one_launch_backward_matches_two_launches(monkeypatch):
     """dK/dV and dQ in one launch (the default) give the same bits as the two kernels
     (ATTNFORGE_FUSED_BWD=0), GQA and an odd length included, and the launches are what was chosen."""
@@ -278,7 +299,7 @@ def test_distance_tables_carry_toeplitz_reads_of_scores_and_masks():
     tables = tables_of(variant.lowered)
     assert [(t.load.param, t.by_batch, t.by_head) for t in tables] == [("bias", True, True),
                                                                        ("allowed", False, False)]
-    assert "p_dist1__allowed" in variant.kernel_source("fwd") and "p_ids" in variant.kernel_source("fwd")
+    assert "p_dist1__allowed" in variant.kernel_source("fwd") and "p_c_ids" in variant.kernel_source("fwd")
     check_variant(variant, 3, 4, 2, 150, 200, 24, 24, torch.float32)
 
     kern = type("K", (), {"tables": tables, "table_index": {}})()

@@ -16,7 +16,7 @@ from ..passes.affine import AffineScore, affine_score
 from ..passes.rows import hoist_rows, separate
 from ..passes.toeplitz import distance_tables, toeplitz_loads
 from .configs import SPARSE_BLOCK, TileConfig, tile_config
-from .render import Axis, loaded_params, render_block, render_blocks, table_name
+from .render import Axis, captured, loaded_params, render_block, render_blocks, table_name
 
 KINDS = ("fwd", "fwd_sm90", "bwd_preprocess", "bwd_dkdv", "bwd_dq", "bwd", "bwd_diag")
 TEMPLATE = {"fwd": "fwd.py.jinja", "fwd_sm90": "fwd_sm90.py.jinja", "bwd_preprocess": "bwd.py.jinja",
@@ -91,7 +91,8 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
     (grad,) = prog.grads
     params = captured_params(prog)
     tables = {load: j for j, load in enumerate(distance_tables(prog))}
-    sig = "".join(f" p_{p}," + "".join(f" s_{p}_{d}, n_{p}_{d}," for d in range(len(prog.param(p).shape)))
+    sig = "".join(f" p_{captured(p)}," + "".join(f" s_{captured(p)}_{d}, n_{captured(p)}_{d},"
+                                                 for d in range(len(prog.param(p).shape)))
                   for p in params)
     sig += "".join(f" p_{t}, s_{t}_0, s_{t}_1," for t in (table_name(j, load) for load, j in tables.items()))
     identity = plain_scores(prog)

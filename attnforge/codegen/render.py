@@ -70,8 +70,9 @@ class Renderer:
         code = self._code(e)
         if isinstance(e, Load):
             # captured-tensor reads get their own line: b_<tensor>[_k]
-            taken = sum(1 for n in self.names.values() if n.startswith(f"b_{e.param}"))
-            name = f"b_{e.param}" + (f"_{taken}" if taken else "")
+            base = f"b_{captured(e.param)}"
+            taken = sum(1 for n in self.names.values() if n == base or n.startswith(base + "__"))
+            name = base + (f"__{taken}" if taken else "")
             self.lines.append(f"{name} = {code}")
             self.names[e] = name
             return name
@@ -194,14 +195,15 @@ class Renderer:
         return f"({code} != 0)" if e.dtype == BOOL else f"{code}.to(tl.int32)"
 
     def _clamped_load(self, e: Load) -> str:
+        c = captured(e.param)
         # indices are clamped into the tensor (never empty: `validate`): an out-of-range read is never a
         # memory fault. Axes with a valid-mask mask the read too (padding rows and columns read nothing)
         offset = " + ".join(
-            f"tl.minimum(tl.maximum({self._expr(i)}, 0), n_{e.param}_{d} - 1).to(tl.int64) * s_{e.param}_{d}"
+            f"tl.minimum(tl.maximum({self._expr(i)}, 0), n_{c}_{d} - 1).to(tl.int64) * s_{c}_{d}"
             for d, i in enumerate(e.index)) or "0"
         masks = [self.axes[a].valid for a in sorted(_axes_of(e, self.axes)) if self.axes[a].valid]
         mask = f", mask={' & '.join(masks)}, other=0" if masks else ""
-        return f"tl.load(p_{e.param} + {offset}{mask})"
+        return f"tl.load(p_{c} + {offset}{mask})"
 
 
 _PROMOTING = ("add", "sub", "mul", "truediv", "min", "max")
@@ -264,6 +266,13 @@ def nonneg(e: Expr) -> bool:
         case Call(fn="abs"):
             return True
     return False
+
+
+def captured(param: str) -> str:
+    """A captured tensor's name in kernels (p_<it> its pointer, s_<it>_<d> and n_<it>_<d> its strides
+    and sizes, b_<it> a value read): `c_<name>`, which no template name starts with, so a tensor called
+    `delta` or `q` cannot rebind the kernels' own `p_delta` or `b_q`."""
+    return f"c_{param}"
 
 
 def table_name(j: int, load: Load) -> str:
