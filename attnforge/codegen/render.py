@@ -69,7 +69,7 @@ class Renderer:
             return self.names[e]
         code = self._code(e)
         if isinstance(e, Load):
-            # captured-tensor reads get their own line: b_<tensor>[_k]
+            # captured-tensor reads get their own line: b_c_<tensor>[__k]
             base = f"b_{captured(e.param)}"
             taken = sum(1 for n in self.names.values() if n == base or n.startswith(base + "__"))
             name = base + (f"__{taken}" if taken else "")
