@@ -310,14 +310,15 @@ def test_separated_and_hoisted_masks_mean_the_same(mask):
     if m is None:
         return
     ev = Evaluator(_env(), TENSORS)
-    sep = separate(m)
-    assert _equal(ev(m), ev(sep)), format_expr(m)
-    hoisted, rows = hoist_rows(sep)
-    env = _env()
-    for name, sub in rows:
-        assert "kv_idx" not in {n.name for n in walk(sub) if isinstance(n, Var)}, format_expr(sub)
-        env[name] = Evaluator(env, TENSORS)(sub)
-    assert _equal(ev(m), Evaluator(env, TENSORS)(hoisted)), format_expr(m)
+    for alone, fixed in (("kv_idx", "q_idx"), ("q_idx", "kv_idx")):  # forward and dQ; dK/dV
+        sep = separate(m, alone)
+        assert _equal(ev(m), ev(sep)), format_expr(m)
+        hoisted, rows = hoist_rows(sep, fixed)
+        env = _env()
+        for name, sub in rows:
+            assert alone not in {n.name for n in walk(sub) if isinstance(n, Var)}, format_expr(sub)
+            env[name] = Evaluator(env, TENSORS)(sub)
+        assert _equal(ev(m), Evaluator(env, TENSORS)(hoisted)), format_expr(m)
 
 
 def test_index_comparisons_take_the_rows_on_one_side():
@@ -334,7 +335,11 @@ def test_index_comparisons_take_the_rows_on_one_side():
     }
     for name, (mod, text) in cases.items():
         assert format_expr(separate(attnforge.compile(mask_mod=mod).lowered.as_flex()[1])) == text, name
-    m, rows = hoist_rows(separate(attnforge.compile(mask_mod=lambda b, h, q, k: (ids[q] == ids[k]) & (q - k < 9))
-                                  .lowered.as_flex()[1]))
+    doc = attnforge.compile(mask_mod=lambda b, h, q, k: (ids[q] == ids[k]) & (q - k < 9)).lowered.as_flex()[1]
+    m, rows = hoist_rows(separate(doc))
     assert [format_expr(sub) for _, sub in rows] == ["ids[q_idx]", "q_idx - 9"]
     assert format_expr(m) == "(__row0 == ids[kv_idx]) & (__row1 < kv_idx)"
+    # the dK/dV program's orientation: q_idx alone, the keys' parts hoisted
+    m, rows = hoist_rows(separate(doc, "q_idx"), "kv_idx")
+    assert [format_expr(sub) for _, sub in rows] == ["ids[kv_idx]", "kv_idx + 9"]
+    assert format_expr(m) == "(ids[q_idx] == __row0) & (__row1 > q_idx)"

@@ -124,8 +124,8 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
         **_affine_blocks(aff, tables),
         # the dQ tile (rows are queries, as the forward) and the dK/dV tile (rows are keys)
         "score_fwd": score_q, "dscore_fwd": dscore_q, "score_bwd": score_kv, "dscore_bwd": dscore_kv,
-        "mask_fwd": "" if mask is None else block(mask, "keep", ROWS_Q, 8, "u"),
-        "mask_bwd": "" if mask is None else block(mask, "keep", ROWS_KV, 8, "u"),
+        # masks with their parts that read only the program's fixed index once per program
+        **_program_masks(mask, tables),
         # bwd_diag: gradients of learnable reads indexed by q_idx - kv_idx
         "score_diag": "" if identity else block(score, "z", ROWS_Q, 8),
         "mask_diag": "" if mask is None else block(mask, "t_keep", ROWS_Q, 12),
@@ -137,6 +137,19 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
     code = " ".join([*(v for v in ctx.values() if isinstance(v, str)), *(d["code"] for d in ctx["diag_loads"])])
     ctx["helpers"] = sorted(set(re.findall(r"\b(_floordiv|_floormod|_tanh|_sign|_pow)\(", code)))
     return ctx
+
+
+def _program_masks(mask, tables: dict) -> dict:
+    """The Triton kernels' masks (`_mask_blocks`): `mask_fwd` for tiles of fixed query rows (the
+    forward and dQ; its hoisted parts `mask_fwd_rows`, names `mask_fwd_sig`), `mask_bwd` for tiles of
+    fixed keys (dK/dV, whose parts run inside its loop over the query heads of a GQA group)."""
+    if mask is None:
+        return dict.fromkeys(("mask_fwd", "mask_fwd_rows", "mask_fwd_sig", "mask_bwd", "mask_bwd_rows",
+                              "mask_bwd_sig"), "")
+    out = {}
+    for o, fixed, axes, indent in (("fwd", "q_idx", ROWS_Q, 4), ("bwd", "kv_idx", ROWS_KV, 8)):
+        out[f"mask_{o}"], out[f"mask_{o}_rows"], out[f"mask_{o}_sig"] = _mask_blocks(mask, fixed, axes, indent, tables)
+    return out
 
 
 def _affine_blocks(aff: AffineScore | None, tables: dict) -> dict:
@@ -182,14 +195,24 @@ def _gluon_blocks(prog: Program, tables: dict | None = None) -> tuple[str, str, 
         if _ignores_score(score):  # Gluon has no broadcast_to
             score_gl += "\n    z = z + tl.zeros_like(qk)"
     if mask is not None:
-        mask, rows = hoist_rows(separate(mask))
-        names = {name: "m" + name.lstrip("_") for name, _ in rows}
-        mask_gl = render_block(mask, "keep", ROWS_Q_UNMASKED, {**SCALARS, **names}, indent=" " * 8, tables=tables)
-        if rows:
-            rows_gl = "\n    ".join(render_blocks([(sub, names[name]) for name, sub in rows],
-                                                   {"q_idx": ROWS_Q_UNMASKED["q_idx"]}, SCALARS, "v", " " * 4, tables))
-            rows_sig = "".join(f" {n}," for n in names.values())
+        mask_gl, rows_gl, rows_sig = _mask_blocks(mask, "q_idx", ROWS_Q_UNMASKED, 4, tables)
     return (*(code.replace("tl.", "gl.") for code in (score_gl, mask_gl, rows_gl)), rows_sig)
+
+
+def _mask_blocks(mask, fixed: str, axes: dict, indent: int, tables: dict | None) -> tuple[str, str, str]:
+    """mask_mod for a program whose tiles share the index `fixed` (q_idx: forwards and dQ; kv_idx:
+    dK/dV), as `passes/rows.py` splits it: (the tile's block, assigning `keep`; the block computing
+    the parts that read only `fixed` once per program, `mrow0` ... or `mcol0` ..., at `indent`;
+    their names as arguments, `" mrow0, mrow1,"`)."""
+    other = "kv_idx" if fixed == "q_idx" else "q_idx"
+    mask, parts = hoist_rows(separate(mask, other), fixed)
+    names = {name: ("mrow" if fixed == "q_idx" else "mcol") + name[len("__row"):] for name, _ in parts}
+    tile = render_block(mask, "keep", axes, {**SCALARS, **names}, "u", " " * 8, tables)
+    if not parts:
+        return tile, "", ""
+    prog = f"\n{' ' * indent}".join(render_blocks([(sub, names[name]) for name, sub in parts],
+                                                  {fixed: axes[fixed]}, SCALARS, "v", " " * indent, tables))
+    return tile, prog, "".join(f" {n}," for n in names.values())
 
 
 def sm90_forward(prog: Program, spec: Spec) -> bool:
