@@ -177,7 +177,9 @@ def test_no_mask_and_learnable_tensor_read_twice():
     def two_reads(score, b, h, q_idx, kv_idx):
         return score + bias[h, q_idx % 64] * bias[h, kv_idx % 64]
 
-    check_variant(attnforge.compile(score_mod=two_reads), 1, 4, 4, 100, 120, 16, 16, torch.float32)
+    v = attnforge.compile(score_mod=two_reads)
+    assert "b_c_bias = " in v.kernel_source("fwd") and "b_c1_bias = " in v.kernel_source("fwd")
+    check_variant(v, 1, 4, 4, 100, 120, 16, 16, torch.float32)
 
 
 def test_captured_tensors_named_like_the_kernels_own_values():

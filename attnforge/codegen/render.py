@@ -69,10 +69,10 @@ class Renderer:
             return self.names[e]
         code = self._code(e)
         if isinstance(e, Load):
-            # captured-tensor reads get their own line: b_c_<tensor>[__k]
-            base = f"b_{captured(e.param)}"
-            taken = sum(1 for n in self.names.values() if n == base or n.startswith(base + "__"))
-            name = base + (f"__{taken}" if taken else "")
+            # captured-tensor reads get their own line: b_c_<tensor>, then b_c<k>_<tensor> (no other
+            # tensor's name: identifiers do not start with a digit)
+            taken = sum(1 for n in self.names if isinstance(n, Load) and n.param == e.param)
+            name = f"b_{captured(e.param)}" if not taken else f"b_c{taken}_{e.param}"
             self.lines.append(f"{name} = {code}")
             self.names[e] = name
             return name
