@@ -23,6 +23,7 @@ def main():
     ap.add_argument("--case", default="document8")
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--profile", choices=("fwd", "fwd+bwd"), default="fwd+bwd", help="what cProfile runs")
     args = ap.parse_args()
     B, H, L, D = map(int, args.shape.split(","))
     (case, var, q, k, v), = bench.selected_cases(B, H, L, D, [args.case])
@@ -35,7 +36,8 @@ def main():
     for _ in range(20):  # compiles, metadata, the backward's first call
         fwd_bwd()
     torch.cuda.synchronize()
-    for name, fn in (("fwd", lambda: var(q, k, v)), ("fwd+bwd", fwd_bwd)):
+    calls = {"fwd": lambda: var(q, k, v), "fwd+bwd": fwd_bwd}
+    for name, fn in calls.items():
         t0 = time.perf_counter()
         for _ in range(args.calls):
             fn()
@@ -47,7 +49,7 @@ def main():
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(args.calls):
-        fwd_bwd()
+        calls[args.profile]()
     prof.disable()
     torch.cuda.synchronize()
     stats = pstats.Stats(prof)

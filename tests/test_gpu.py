@@ -92,6 +92,44 @@ def test_no_recompile_across_lengths_on_gpu(name):
     assert all(n == 1 for _, n in fns), fns
 
 
+@pytest.mark.parametrize("name", ["causal", "document", "rel_bias"])
+def test_direct_launches_match_triton_dispatch(name, monkeypatch):
+    """Launches after a kernel's first (`runtime/direct.py`) give the bits Triton's own dispatch
+    gives, for inputs whose alignment or length changes between calls (misaligned ones take the
+    pointer kernels: another signature, launched through Triton first), and are taken."""
+    from attnforge.runtime import direct
+
+    consts, tensors = _tensors(name, 1000)
+    variant = attnforge.compile(str(EXAMPLES / f"{name}.attn"), **consts)
+    taken = []
+    launch = direct.launch
+    monkeypatch.setattr(direct, "launch", lambda *a: taken.append(launch(*a)) or taken[-1])
+
+    def inputs(L_, offset):  # q, k, v of [1, 4, L_, 64], `offset` elements into their storage
+        n = 4 * L_ * 64
+        return [torch.randn(n + offset, device="cuda", dtype=torch.bfloat16)[offset:].view(1, 4, L_, 64)
+                for _ in range(3)]
+
+    def step(q, k, v):
+        L_ = q.shape[2]
+        captured = _tensors(name, L_)[1] if name == "document" else tensors  # (rel_bias: MAX_LEN 1000)
+        q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+        learn = {n: t[:4].clone().requires_grad_(t.is_floating_point()) for n, t in captured.items()}
+        out = variant(q, k, v, **learn)
+        out.float().square().sum().backward()
+        return [out, q.grad, k.grad, v.grad, *(t.grad for t in learn.values() if t.grad is not None)]
+
+    for L_, offset in ((1000, 0), (1000, 1), (777, 0), (1000, 0)):
+        qkv = inputs(L_, offset)
+        monkeypatch.setattr(direct, "ENABLED", False)
+        want = step(*qkv)
+        monkeypatch.setattr(direct, "ENABLED", True)
+        for _ in range(3):
+            got = step(*qkv)
+            assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    assert any(taken) and not all(taken)
+
+
 @pytest.mark.parametrize("name", ["causal", "document", "softcap", "rel_bias"])
 def test_forward_and_backward_never_wait_on_the_gpu(name):
     """Once kernels and block metadata exist, a training step's forward and backward (learnable

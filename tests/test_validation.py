@@ -75,3 +75,19 @@ def test_compile_argument_errors():
 def test_good_inputs_run():
     out = DOC(*_qkv(), **DOC_OK)
     assert out.shape == (B, H, L, D) and torch.isfinite(out).all()
+
+
+def test_inputs_that_passed_are_not_checked_again_and_others_still_are():
+    """A variant remembers the signatures (types, shapes, dtypes, devices) of inputs that passed; a
+    bad input after good ones, in every case above, still raises."""
+    variant = attnforge.compile("attention d(doc: i32[L], bias: f32[H]) {\n"
+                                "  score = score + bias[h]\n  mask = doc[q_idx] == doc[kv_idx]\n}")
+    variant.reference(*_qkv(), **DOC_OK)
+    assert len(variant._passed) == 1
+    variant.reference(*_qkv(), **DOC_OK)  # same signature: nothing new
+    assert len(variant._passed) == 1
+    for name, v, qkv, kw, tensors, pattern in CASES:
+        if v is DOC:
+            with pytest.raises(ValueError, match=pattern):
+                variant.reference(*qkv, **kw, **tensors)
+    assert len(variant._passed) == 1

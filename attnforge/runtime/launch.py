@@ -19,7 +19,7 @@ from ..codegen.configs import (FINE_MAX_TILES, FINE_SPARSE_BLOCK, SM90_PRODUCER_
                                sm90_consumer_regs, sm90_pingpong)
 from ..ir.program import Program
 from ..passes.toeplitz import reads_batch, toeplitz_loads
-from . import autotune, warmup
+from . import autotune, direct, warmup
 from .blocks import BandLists, BlockMask, TileLists, bh_strides, cached_block_mask, rule_params
 from .cache import cache_key, device_tag, interpreting, keep_jit_hashes, load_module, on_disk
 from .tables import table_args, tables_of
@@ -51,6 +51,7 @@ class Kernels:
     plain: bool = False       # scores without a score_mod (codegen.plain_scores)
     tables: list = field(default_factory=list)  # reads taken from distance tables (`tables.py`)
     table_index: dict = field(default_factory=dict)  # their gather indices, per sizes
+    direct: dict = field(default_factory=dict)  # compiled kernels by launch signature (`direct.py`)
 
 
 class _Modules(dict):
@@ -140,8 +141,14 @@ def precision(dtype: torch.dtype) -> dict:
 def _tma_ok(k: Kernels, *tensors: torch.Tensor) -> bool:
     """Tiles of these tensors can be copied by TMA (tensor descriptors): a Hopper or newer device
     (or the interpreter, which emulates it), unit last stride, 16-byte aligned base and row strides."""
-    return k.tma and all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0
-               and all(st * t.element_size() % 16 == 0 for st in t.stride()[:-1]) for t in tensors)
+    if not k.tma:
+        return False
+    for t in tensors:  # (loops, not generators: this runs on every call)
+        *rows, last = t.stride()
+        size = t.element_size()
+        if last != 1 or t.data_ptr() % 16 or any(st * size % 16 for st in rows):
+            return False
+    return True
 
 
 def _ensure_allocator() -> None:
@@ -264,6 +271,7 @@ def _descriptor(t: torch.Tensor, rows: int, cols: int):
         made = TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, cols],
                                 _nvmma_layout(t.dtype, rows, cols))
         made.base = None  # (kept without its tensor: the cache holds no memory alive)
+        setattr(made, direct.SIG_ATTR, key)  # (what a direct launch keys it by: Triton's specialization and more)
         if len(_DESCRIPTORS) > 256:
             _DESCRIPTORS.clear()
         _DESCRIPTORS[key] = made
@@ -376,12 +384,18 @@ def launch(k: Kernels, call: Call, fallback: bool = True) -> None:
     tensors, large head dims), retry with fewer pipeline stages, then a smaller inner tile, and
     remember what fit (unless `fallback` is off: the autotuner skips such configs)."""
     mod = k.modules[call.kind]
-    fn = getattr(mod, call.fn_name)[mod.grid(*call.grid_args)]
+    grid = mod.grid(*call.grid_args)
     if interpreting():
-        fn(*call.args, **call.constexprs)
+        getattr(mod, call.fn_name)[grid](*call.args, **call.constexprs)
         return
     if call.constexprs.get("USE_TMA"):  # in-kernel descriptors (fwd_sm90's come from the host)
         _ensure_allocator()
+    sig = direct.signature(call.kind, torch.cuda.current_device(), call.args, call.constexprs, call.options) \
+        if fallback and direct.ENABLED else None
+    if sig is not None and direct.launch(k.direct, sig, grid, call.args):
+        return
+    jit_fn = getattr(mod, call.fn_name)
+    fn = jit_fn[grid]
     if not fallback:
         fn(*call.args, **call.constexprs, **call.options)
         keep_jit_hashes(f"{k.key}_{call.kind}", mod)
@@ -394,7 +408,8 @@ def launch(k: Kernels, call: Call, fallback: bool = True) -> None:
     consts, opts = _FITTED.get(key, (call.constexprs, call.options))
     while True:
         try:
-            fn(*call.args, **consts, **opts)
+            kernel = fn(*call.args, **consts, **opts)
+            direct.remember(k.direct, sig, kernel, jit_fn, call.args, consts)
             _FITTED[key] = (consts, opts)
             if first:  # (this process's first launch of the config: Triton has hashed the module)
                 keep_jit_hashes(f"{k.key}_{call.kind}", mod)

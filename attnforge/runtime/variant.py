@@ -48,6 +48,7 @@ class Variant:
         self.tensors = dict(tensors or {})
         self.lowered = lowered(program)
         self._key = ops.register(self.lowered, program) if self.lowered.as_flex() else None
+        self._passed: set = set()  # signatures of inputs that passed the checks (`check_inputs`)
 
     @property
     def ir(self) -> Program:
@@ -61,7 +62,7 @@ class Variant:
 
     def _inputs(self, q, k, v, tensors: dict, enable_gqa: bool) -> dict:
         merged = {**self.tensors, **tensors}
-        check_inputs(self.program, q, k, v, merged, enable_gqa=enable_gqa)
+        check_inputs(self.program, q, k, v, merged, enable_gqa=enable_gqa, passed=self._passed)
         return merged
 
     def reference(self, q, k, v, *, scale=None, enable_gqa=False, return_lse=False, **tensors):
