@@ -46,7 +46,8 @@ def _arg(a):
 def signature(kind: str, device: int, args: list, constexprs: dict, options: dict) -> tuple | None:
     """The key of a launch on the current `device` (None: one this module does not take)."""
     try:
-        spec = tuple(a if type(a) in _PLAIN else _arg(a) for a in args)
+        spec = tuple([a if type(a) in _PLAIN else (a.dtype, a.data_ptr() % 16 == 0) if type(a) is torch.Tensor
+                      else _arg(a) for a in args])  # (a list, then a tuple: this runs on every launch)
     except Unknown:
         return None
     return (kind, device, spec, tuple(constexprs.items()), tuple(options.items()))

@@ -151,6 +151,10 @@ def _tma_ok(k: Kernels, *tensors: torch.Tensor) -> bool:
     return True
 
 
+def _cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b  # (triton.cdiv is a constexpr function: ~3 us a host call in Triton 3.6)
+
+
 def _ensure_allocator() -> None:
     """In-kernel tensor descriptors need scratch memory from an allocator Triton holds per thread
     (autograd runs the backward on its own thread): set one where none is set."""
@@ -222,7 +226,7 @@ def tile_block_mask(k: Kernels, bm: BlockMask, B: int, H: int, device, tensors: 
     if (block_m, block_n) == (bm.block_m, bm.block_n):
         return bm
     made_of = bm.block_m % block_m == 0 and bm.block_n % block_n == 0
-    if made_of and triton.cdiv(bm.Lq, block_m) * triton.cdiv(bm.Lk, block_n) > FINE_MAX_TILES:
+    if made_of and _cdiv(bm.Lq, block_m) * _cdiv(bm.Lk, block_n) > FINE_MAX_TILES:
         return bm
     return bm.in_tiles(k.prog, B, H, tensors, block_m, block_n, device)
 
@@ -343,7 +347,7 @@ def bwd_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMa
     HKV, Lk = t.k.shape[1], t.k.shape[2]
     cfg = cfg or tile_config("bwd", k.spec.block_d)
     bm = tile_block_mask(k, bm, B, H, t.q.device, tensors, cfg)
-    n_kv, n_q = triton.cdiv(Lk, cfg.block_n), triton.cdiv(Lq, cfg.block_m)
+    n_kv, n_q = _cdiv(Lk, cfg.block_n), _cdiv(Lq, cfg.block_m)
     return Call("bwd", "attn_bwd", (n_kv, n_q, B * HKV, k.spec.group),
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dq, t.dk, t.dv, *_bwd_strides(t), Lq, Lk, H, HKV, scale,
                  *_walk(bm, "kv", cfg.block_n), *_walk(bm, "q", cfg.block_m), n_kv, n_q,
