@@ -11,10 +11,11 @@ loads the binary) and returns its `CompiledKernel`; later launches with the same
 kernel's launcher directly (`CompiledKernel.run` with its `function` and `packed_metadata`, the call
 `CompiledKernel.__getitem__(grid)` makes, the same in Triton 3.6 through 3.9). The signature is finer
 than Triton's specialization, so it never picks a kernel Triton would not have: every int and float by
-value (each argument position holds one type, so 1 and True never meet), every tensor by dtype and whether its address is 16-byte aligned, descriptors by the key
-`launch._descriptor` made them under, the constexprs and launch options, the current device. Where a
-launch hook is set (a profiler such as proton) or an argument is of another kind, launches go through
-Triton as before. ATTNFORGE_DIRECT_LAUNCH=0 turns this off.
+value (each argument position holds one type, so 1 and True never meet), every tensor by dtype and
+whether its address is 16-byte aligned, descriptors by the key `launch._descriptor` made them under,
+the constexprs and launch options, the current device. Where a launch hook is set (a profiler such as
+proton) or an argument is of another kind, launches go through Triton as before.
+ATTNFORGE_DIRECT_LAUNCH=0 turns this off.
 """
 from __future__ import annotations
 

@@ -100,10 +100,10 @@ def check_inputs(prog: Program, q, k, v, tensors: dict, *, enable_gqa: bool, pas
         try:
             key = (enable_gqa, *(_signature(t) for t in (q, k, v)),
                    *((n, _signature(t)) for n, t in tensors.items()))
-        except AttributeError:  # (not a tensor: the checks say so)
+            if key in passed:
+                return
+        except (AttributeError, TypeError):  # (not a tensor, or an unhashable stand-in: the checks say so)
             key = None
-        if key in passed:
-            return
     check_qkv(q, k, v, enable_gqa)
     check_tensors(prog, q, k, tensors)
     if key is not None:
