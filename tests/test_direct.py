@@ -3,6 +3,7 @@ every launch Triton would specialize differently, and a kept kernel's launcher g
 in the order Triton's own launch passes them. (The GPU tests run them against Triton's dispatch.)"""
 from __future__ import annotations
 
+import pytest
 import torch
 import triton.language as tl
 from triton.runtime.jit import JITFunction
@@ -104,3 +105,20 @@ def test_launch_hooks_send_launches_through_triton(monkeypatch):
 
 def _hook(*args):
     pass
+
+
+def test_a_launcher_that_takes_other_arguments_turns_direct_launches_off(monkeypatch):
+    """A Triton whose launcher parses its arguments otherwise raises TypeError before anything runs:
+    the launch goes through Triton (False) and so do all later ones."""
+    class Other(_Kernel):
+        def run(self, *args):
+            raise TypeError("function takes exactly 12 arguments")
+
+    monkeypatch.setattr(direct, "_STREAM", [lambda device: None, lambda: 0])
+    monkeypatch.setattr(direct, "ENABLED", True)
+    table, x = {}, torch.empty(8)
+    key = _sig([x, 7, 0.5])
+    direct.remember(table, key, Other(), JITFunction(_kernel), [x, 7, 0.5], {"BLOCK": 16})
+    with pytest.warns(RuntimeWarning, match="through Triton"):
+        assert not direct.launch(table, key, (1,), [x, 7, 0.5])
+    assert not direct.ENABLED and table == {}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 
 import torch
 import triton
@@ -87,9 +88,21 @@ def launch(table: dict, key: tuple, grid: tuple, args: list) -> bool:
         from triton.runtime import driver
         _STREAM.extend((driver.active.get_current_stream, driver.active.get_current_device))
     n = len(grid)
-    entry.run(grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1, _STREAM[0](_STREAM[1]()),
-              entry.function, entry.packed, None, None, None, *args, *entry.tail)
+    try:
+        entry.run(grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1, _STREAM[0](_STREAM[1]()),
+                  entry.function, entry.packed, None, None, None, *args, *entry.tail)
+    except TypeError as err:  # a launcher that takes its arguments otherwise (a later Triton): raised
+        _give_up(err)         # while parsing them, before anything runs; Triton's dispatch from now on
+        table.clear()
+        return False
     return True
+
+
+def _give_up(err: Exception) -> None:
+    global ENABLED
+    ENABLED = False
+    warnings.warn(f"attnforge: launching kernels directly failed ({err}); launching through Triton from now "
+                  "on", RuntimeWarning, stacklevel=3)
 
 
 def remember(table: dict, key: tuple | None, kernel, jit_fn, args: list, constexprs: dict) -> None:
