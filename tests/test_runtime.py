@@ -2,6 +2,7 @@
 torch.compile integration, inspection (kernel sources, CLI, block masks) and the sm_90 AOT build."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -473,6 +474,17 @@ def test_row_tiles_and_the_gluon_forwards_default_tile():
 
     assert launch._row_tiles(Kern, bm) == pytest.approx(4.5)
     assert launch._row_tiles(Kern, causal.block_mask(1, 1, 4096, 4096)) == pytest.approx(4.5)  # kept
+
+
+def test_the_backwards_default_tile_follows_the_forwards_program_length():
+    """At head dim 64, short programs (as the forward decides) load through pointers (no descriptor
+    per program); long ones, unknown lengths and head dim 128 keep the TMA tile."""
+    from attnforge.codegen.configs import BWD_64_SHORT, SM90_SHORT_ROWS, bwd_config, tile_config
+
+    assert bwd_config(64, 4.5) == BWD_64_SHORT == bwd_config(48, SM90_SHORT_ROWS[64]) and not BWD_64_SHORT.tma
+    assert bwd_config(64, 32.5) == tile_config("bwd", 64) == bwd_config(64, None) and tile_config("bwd", 64).tma
+    assert BWD_64_SHORT == dataclasses.replace(tile_config("bwd", 64), tma=False)  # the same tile otherwise
+    assert bwd_config(128, 1.5) == tile_config("bwd", 128)
 
 
 def test_small_tiles_walk_block_metadata_of_their_own_size(monkeypatch):

@@ -15,8 +15,8 @@ import triton.language as tl
 
 from .. import codegen
 from ..codegen import SPARSE_BLOCK, Spec, TileConfig, tile_config
-from ..codegen.configs import (FINE_MAX_TILES, FINE_SPARSE_BLOCK, SM90_PRODUCER_REGS, SM90_WG_ROWS, sm90_config,
-                               sm90_consumer_regs, sm90_pingpong)
+from ..codegen.configs import (FINE_MAX_TILES, FINE_SPARSE_BLOCK, SM90_PRODUCER_REGS, SM90_WG_ROWS, bwd_config,
+                               sm90_config, sm90_consumer_regs, sm90_pingpong)
 from ..ir.program import Program
 from ..passes.toeplitz import reads_batch, toeplitz_loads
 from . import autotune, direct, warmup
@@ -345,7 +345,7 @@ def bwd_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMa
     its query heads' query tiles'."""
     B, H, Lq, _ = t.q.shape
     HKV, Lk = t.k.shape[1], t.k.shape[2]
-    cfg = cfg or tile_config("bwd", k.spec.block_d)
+    cfg = cfg or bwd_config(k.spec.block_d, _row_tiles(k, bm))
     bm = tile_block_mask(k, bm, B, H, t.q.device, tensors, cfg)
     n_kv, n_q = _cdiv(Lk, cfg.block_n), _cdiv(Lq, cfg.block_m)
     return Call("bwd", "attn_bwd", (n_kv, n_q, B * HKV, k.spec.group),
