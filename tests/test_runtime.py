@@ -479,10 +479,11 @@ def test_row_tiles_and_the_gluon_forwards_default_tile():
 def test_the_backwards_default_tile_follows_the_forwards_program_length():
     """At head dim 64, short programs (as the forward decides) load through pointers (no descriptor
     per program); long ones, unknown lengths and head dim 128 keep the TMA tile."""
-    from attnforge.codegen.configs import BWD_64_SHORT, SM90_SHORT_ROWS, bwd_config, tile_config
+    from attnforge.codegen.configs import BWD_64_SHORT, BWD_SHORT_ROWS_64, bwd_config, tile_config
 
-    assert bwd_config(64, 4.5) == BWD_64_SHORT == bwd_config(48, SM90_SHORT_ROWS[64]) and not BWD_64_SHORT.tma
-    assert bwd_config(64, 32.5) == tile_config("bwd", 64) == bwd_config(64, None) and tile_config("bwd", 64).tma
+    assert bwd_config(64, 4.5) == BWD_64_SHORT == bwd_config(48, BWD_SHORT_ROWS_64) and not BWD_64_SHORT.tma
+    long = tile_config("bwd", 64)
+    assert bwd_config(64, 16.0) == bwd_config(64, 32.5) == long == bwd_config(64, None) and long.tma
     assert BWD_64_SHORT == dataclasses.replace(tile_config("bwd", 64), tma=False)  # the same tile otherwise
     assert bwd_config(128, 1.5) == tile_config("bwd", 128)
 

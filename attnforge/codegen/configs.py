@@ -229,18 +229,21 @@ def tile_config(kind: str, block_d: int) -> TileConfig:
     return _bucket(kind, block_d)[0]
 
 
-# The one-launch backward at head dim 64 for short programs (at most SM90_SHORT_ROWS[64] 128-key tiles
-# per query tile, as the forward decides): the default tile with pointer loads, which build no tensor
-# descriptor per program. Fifteenth session, `benchmarks/sweep.py`, B=4 H=16 L=8192, kernel ms, TMA ->
-# pointers: document8 0.884 -> 0.827, sliding1024 1.273 -> 1.243; long programs keep TMA (full 7.369
-# vs 7.787, causal 4.009 vs 4.155, ALiBi 4.445 vs 4.489, GQA 8.083 vs 8.224).
+# The one-launch backward at head dim 64 for short programs (at most BWD_SHORT_ROWS_64 128-key tiles
+# per query tile in the forward's measure, `row_tiles`): the default tile with pointer loads, which
+# build no tensor descriptor per program. Fifteenth session, `benchmarks/sweep.py`, kernel ms, TMA ->
+# pointers (row_tiles): B=4 H=16 L=8192 document8 (4.5) 0.884 -> 0.827, sliding1024 (~9) 1.273 ->
+# 1.243; B=16 H=16 L=2048 causal (8.5) 1.266 -> 1.240. Longer programs keep TMA: L=2048 full (16)
+# 2.065 vs 2.119; L=8192 full 7.369 vs 7.787, causal (32.5) 4.009 vs 4.155, ALiBi 4.445 vs 4.489, GQA
+# 8.083 vs 8.224.
 BWD_64_SHORT = TileConfig(64, 64, 4, 3, tma=False)
+BWD_SHORT_ROWS_64 = 12.0
 
 
 def bwd_config(block_d: int, row_tiles: float | None) -> TileConfig:
     """The one-launch backward's default tile for a padded head dim and the forward's program length
     (`row_tiles`, None: not known)."""
-    if block_d <= 64 and row_tiles is not None and row_tiles <= SM90_SHORT_ROWS[64]:
+    if block_d <= 64 and row_tiles is not None and row_tiles <= BWD_SHORT_ROWS_64:
         return BWD_64_SHORT
     return tile_config("bwd", block_d)
 
