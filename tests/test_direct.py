@@ -61,14 +61,14 @@ class _Kernel:
 
 
 def test_kept_kernel_gets_triton_s_argument_order(monkeypatch):
-    monkeypatch.setattr(direct, "_STREAM", [lambda device: f"stream{device}", lambda: 3])
+    monkeypatch.setattr(direct, "_STREAM", [lambda device: f"stream{device}"])
     jit = JITFunction(_kernel)
     kernel, table = _Kernel(), {}
     x = torch.empty(8)
-    key = _sig([x, 7, 0.5])
-    assert not direct.launch(table, key, (4, 2), [x, 7, 0.5])  # nothing kept yet
+    key = _sig([x, 7, 0.5], device=3)
+    assert not direct.launch(table, key, 3, (4, 2), [x, 7, 0.5])  # nothing kept yet
     direct.remember(table, key, kernel, jit, [x, 7, 0.5], {"BLOCK": 16})
-    assert direct.launch(table, key, (4, 2), [x, 7, 0.5])
+    assert direct.launch(table, key, 3, (4, 2), [x, 7, 0.5])
     # grid padded to three, the stream of the current device, no launch metadata or hooks, then the
     # positional arguments and every constexpr after them (FLAG's default included)
     assert kernel.launches == [(4, 2, 1, "stream3", "function", "packed", None, None, None, x, 7, 0.5, 16, True)]
@@ -87,20 +87,20 @@ def test_no_kernel_is_kept_where_a_later_parameter_is_not_constexpr():
 def test_launch_hooks_send_launches_through_triton(monkeypatch):
     import triton
 
-    monkeypatch.setattr(direct, "_STREAM", [lambda device: None, lambda: 0])
+    monkeypatch.setattr(direct, "_STREAM", [lambda device: None])
     table = {}
     key = _sig([7])
     direct.remember(table, key, _Kernel(), JITFunction(_kernel), [torch.empty(8), 7, 0.5], {"BLOCK": 16})
-    assert direct.launch(table, key, (1,), [torch.empty(8), 7, 0.5])
+    assert direct.launch(table, key, 0, (1,), [torch.empty(8), 7, 0.5])
     hooks = triton.knobs.runtime.launch_enter_hook
     if hasattr(hooks, "add"):  # Triton 3.9: a chain of hooks, empty unless one is added
         hooks.add(_hook)
         try:
-            assert not direct.launch(table, key, (1,), [torch.empty(8), 7, 0.5])
+            assert not direct.launch(table, key, 0, (1,), [torch.empty(8), 7, 0.5])
         finally:
             hooks.remove(_hook)
     monkeypatch.setattr(triton.knobs.runtime, "launch_enter_hook", _hook)  # Triton 3.6: a function
-    assert not direct.launch(table, key, (1,), [torch.empty(8), 7, 0.5])
+    assert not direct.launch(table, key, 0, (1,), [torch.empty(8), 7, 0.5])
 
 
 def _hook(*args):
@@ -114,11 +114,11 @@ def test_a_launcher_that_takes_other_arguments_turns_direct_launches_off(monkeyp
         def run(self, *args):
             raise TypeError("function takes exactly 12 arguments")
 
-    monkeypatch.setattr(direct, "_STREAM", [lambda device: None, lambda: 0])
+    monkeypatch.setattr(direct, "_STREAM", [lambda device: None])
     monkeypatch.setattr(direct, "ENABLED", True)
     table, x = {}, torch.empty(8)
     key = _sig([x, 7, 0.5])
     direct.remember(table, key, Other(), JITFunction(_kernel), [x, 7, 0.5], {"BLOCK": 16})
     with pytest.warns(RuntimeWarning, match="through Triton"):
-        assert not direct.launch(table, key, (1,), [x, 7, 0.5])
+        assert not direct.launch(table, key, 0, (1,), [x, 7, 0.5])
     assert not direct.ENABLED and table == {}

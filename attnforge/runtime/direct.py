@@ -66,7 +66,7 @@ class Direct:
         self.function, self.packed, self.tail = kernel.function, kernel.packed_metadata, tail
 
 
-_STREAM = []  # Triton's (device -> stream) and (-> device) functions, looked up once
+_STREAM = []  # Triton's device -> stream function, looked up once
 
 
 def _set(hook) -> bool:
@@ -79,17 +79,18 @@ def _hooked() -> bool:
     return _set(rt.launch_enter_hook) or _set(rt.launch_exit_hook)
 
 
-def launch(table: dict, key: tuple, grid: tuple, args: list) -> bool:
-    """Launch the kernel kept under `key` directly; False where none is kept (or a hook is set)."""
+def launch(table: dict, key: tuple, device: int, grid: tuple, args: list) -> bool:
+    """Launch the kernel kept under `key` directly on the current `device` (the one `key` names);
+    False where none is kept (or a hook is set)."""
     entry = table.get(key)
     if entry is None or _hooked():
         return False
     if not _STREAM:
         from triton.runtime import driver
-        _STREAM.extend((driver.active.get_current_stream, driver.active.get_current_device))
+        _STREAM.append(driver.active.get_current_stream)
     n = len(grid)
     try:
-        entry.run(grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1, _STREAM[0](_STREAM[1]()),
+        entry.run(grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1, _STREAM[0](device),
                   entry.function, entry.packed, None, None, None, *args, *entry.tail)
     except TypeError as err:  # a launcher that takes its arguments otherwise (a later Triton): raised
         _give_up(err)         # while parsing them, before anything runs; Triton's dispatch from now on

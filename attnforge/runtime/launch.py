@@ -394,10 +394,12 @@ def launch(k: Kernels, call: Call, fallback: bool = True) -> None:
         return
     if call.constexprs.get("USE_TMA"):  # in-kernel descriptors (fwd_sm90's come from the host)
         _ensure_allocator()
-    sig = direct.signature(call.kind, torch.cuda.current_device(), call.args, call.constexprs, call.options) \
-        if fallback and direct.ENABLED else None
-    if sig is not None and direct.launch(k.direct, sig, grid, call.args):
-        return
+    sig = None
+    if fallback and direct.ENABLED:
+        device = torch.cuda.current_device()
+        sig = direct.signature(call.kind, device, call.args, call.constexprs, call.options)
+        if sig is not None and direct.launch(k.direct, sig, device, grid, call.args):
+            return
     jit_fn = getattr(mod, call.fn_name)
     fn = jit_fn[grid]
     if not fallback:
