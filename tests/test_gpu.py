@@ -259,3 +259,31 @@ def test_sm90_forward_runs_and_matches_the_reference(name, D, tile, monkeypatch)
     assert torch.allclose(lse.double()[fin], glse[fin], atol=1e-3, rtol=0)
     if name == "far":
         assert (lse[:, :, :501] == float("-inf")).all() and (out[:, :, :501] == 0).all()
+
+
+@pytest.mark.parametrize("name,Lq,group", [("causal", 2500, 1), ("causal", 4096, 4), ("document", 4096, 1),
+                                           ("alibi", 4096, 1), ("rel_bias", 2000, 1), ("softcap", 4096, 1)])
+def test_head_dim_64_backward_tiles_match_the_reference(name, Lq, group, monkeypatch):
+    """At head dim 64 the one-launch backward runs on 168 registers (three programs per SM) where the
+    scores' derivative is one (plain, ALiBi, a bias), with three stages for plain scores without GQA,
+    two otherwise, pointer loads for short programs (documents); softcap keeps the uncapped tile.
+    Gradients (and the bias's) against the float64 reference with flex's rule; an odd length, GQA."""
+    from attnforge.codegen import configs
+    from attnforge.runtime import launch
+
+    consts, tensors = _tensors(name, Lq)
+    if name == "alibi":
+        consts = {"NUM_HEADS": 4 * group}
+    if name == "rel_bias":
+        tensors = {"rel_bias": tensors["rel_bias"][: 4 * group].contiguous()}
+    variant = attnforge.compile(str(EXAMPLES / f"{name}.attn"), **consts)
+    ran, real_launch = [], launch.launch
+    monkeypatch.setattr(launch, "launch", lambda kern, call, **kw: (
+        call.kind == "bwd" and ran.append((call.options.get("maxnreg", 0), call.options["num_stages"],
+                                           call.constexprs["USE_TMA"])),
+        real_launch(kern, call, **kw)))
+    check_variant(variant, 1, 4 * group, 4, Lq, Lq, 64, 64, torch.bfloat16, tensors=tensors, device="cuda")
+    expected = {("causal", 1): configs.BWD_64_CAPPED, ("causal", 4): configs.BWD_64_CAPPED_S2,
+                ("document", 1): configs.BWD_64_CAPPED_SHORT, ("alibi", 1): configs.BWD_64_CAPPED_S2,
+                ("rel_bias", 1): configs.BWD_64_CAPPED_S2, ("softcap", 1): configs.tile_config("bwd", 64)}[name, group]
+    assert ran and set(ran) == {(expected.maxnreg, expected.num_stages, expected.tma)}

@@ -340,6 +340,8 @@ AOT = """
 import json, sys, torch, attnforge
 from dataclasses import asdict
 from attnforge.codegen.configs import SM90_FWD_64, SM90_FWD_64_N64, SM90_FWD_64_M192, SM90_FWD_M64, SM90_FWD_N64, SM90_FWD
+from attnforge.codegen import plain_scores
+from attnforge.codegen.configs import BWD_64_CAPPED, BWD_64_CAPPED_S2
 from attnforge.runtime.aot import compile_report
 for name in sys.argv[1:]:
     v = attnforge.compile(f"{root}/examples/{{name}}.attn")
@@ -350,6 +352,10 @@ for name in sys.argv[1:]:
                        (128, SM90_FWD_N64)):
             for r in compile_report(v, torch.bfloat16, d, kinds=("fwd_sm90",), sm90=cfg):
                 print(json.dumps({{"variant": name, "d": d, **asdict(cfg), **r}}))
+        # the one-launch backward's default at head dim 64: registers capped (three programs per SM)
+        cfg = BWD_64_CAPPED if plain_scores(v.lowered) else BWD_64_CAPPED_S2
+        for r in compile_report(v, torch.bfloat16, 64, kinds=("bwd",)):
+            print(json.dumps({{"variant": name, "d": 64, **asdict(cfg), **r}}))
 """
 
 
@@ -478,14 +484,49 @@ def test_row_tiles_and_the_gluon_forwards_default_tile():
 
 def test_the_backwards_default_tile_follows_the_forwards_program_length():
     """At head dim 64, short programs (as the forward decides) load through pointers (no descriptor
-    per program); long ones, unknown lengths and head dim 128 keep the TMA tile."""
-    from attnforge.codegen.configs import BWD_64_SHORT, BWD_SHORT_ROWS_64, bwd_config, tile_config
+    per program); long ones, unknown lengths and head dim 128 keep the TMA tile. Scores whose
+    backward takes no score_mod derivative run on 168 registers (three programs per SM): three
+    stages for plain scores of one query head per kv head, two otherwise, pointers when short."""
+    from attnforge.codegen.configs import (BWD_64_CAPPED, BWD_64_CAPPED_S2, BWD_64_CAPPED_SHORT, BWD_64_SHORT,
+                                           BWD_CAPPED_SHORT_ROWS_64, BWD_SHORT_ROWS_64, bwd_config, tile_config)
 
+    # a score_mod with a derivative (softcap): no register cap
     assert bwd_config(64, 4.5) == BWD_64_SHORT == bwd_config(48, BWD_SHORT_ROWS_64) and not BWD_64_SHORT.tma
     long = tile_config("bwd", 64)
     assert bwd_config(64, 16.0) == bwd_config(64, 32.5) == long == bwd_config(64, None) and long.tma
     assert BWD_64_SHORT == dataclasses.replace(tile_config("bwd", 64), tma=False)  # the same tile otherwise
-    assert bwd_config(128, 1.5) == tile_config("bwd", 128)
+    assert not long.maxnreg and not BWD_64_SHORT.maxnreg
+    # plain scores, or a linear score_mod (ALiBi, a bias; also GQA's plain scores)
+    assert bwd_config(64, 32.5, plain=True) == bwd_config(64, None, plain=True) == BWD_64_CAPPED
+    assert bwd_config(64, 32.5, linear=True) == bwd_config(64, None, linear=True) == BWD_64_CAPPED_S2
+    assert bwd_config(64, 4.5, plain=True) == bwd_config(32, BWD_CAPPED_SHORT_ROWS_64, linear=True) \
+        == BWD_64_CAPPED_SHORT
+    assert bwd_config(64, 8.5, plain=True) == BWD_64_CAPPED and bwd_config(64, 8.5, linear=True) == BWD_64_CAPPED_S2
+    assert {c.maxnreg for c in (BWD_64_CAPPED, BWD_64_CAPPED_S2, BWD_64_CAPPED_SHORT)} == {168}
+    assert (BWD_64_CAPPED.num_stages, BWD_64_CAPPED_S2.num_stages, BWD_64_CAPPED_SHORT.tma) == (3, 2, False)
+    for flags in ({}, {"plain": True}, {"linear": True}):
+        assert bwd_config(128, 1.5, **flags) == bwd_config(128, 32.5, **flags) == tile_config("bwd", 128)
+
+
+def test_a_tiles_register_cap_reaches_the_launch_options():
+    from attnforge.codegen import TileConfig
+    from attnforge.runtime import launch
+
+    assert launch._options(TileConfig(64, 64, 4, 2, maxnreg=168)) == {"num_warps": 4, "num_stages": 2,
+                                                                     "maxnreg": 168}
+    assert "maxnreg" not in launch._options(TileConfig(64, 64, 4, 2))
+
+
+def test_linear_scores_are_those_whose_derivative_is_one():
+    from attnforge.codegen import linear_scores, plain_scores
+
+    alibi = attnforge.compile("attention a() { score = score + (kv_idx - q_idx) * 0.5\n mask = q_idx >= kv_idx }")
+    bias = attnforge.compile("attention b(bias: f32[H, R]) { score = score + bias[h, q_idx - kv_idx + 7] }")
+    softcap = attnforge.compile("attention s() { score = 30.0 * tanh(score / 30.0) }")
+    scaled = attnforge.compile("attention t() { score = 2.0 * score }")
+    causal = attnforge.compile(CAUSAL)
+    assert [linear_scores(v.lowered) for v in (causal, alibi, bias, softcap, scaled)] == [True, True, True, False, False]
+    assert [plain_scores(v.lowered) for v in (causal, alibi, bias)] == [True, False, False]
 
 
 def test_small_tiles_walk_block_metadata_of_their_own_size(monkeypatch):
@@ -593,7 +634,7 @@ def test_kernels_compile_for_sm90(names):
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     # fwd, the one-launch backward, dK/dV and dQ with and without TMA; the Gluon forward; preprocess;
     # rel_bias's bwd_diag
-    assert len(rows) == 10 * len(names) + ("rel_bias" in names) + 5
+    assert len(rows) == 10 * len(names) + ("rel_bias" in names) + 5 + 2
     assert sorted(r["variant"] for r in rows if r["kind"] == "fwd_sm90") == sorted(names + names[:1] * 5)
     for r in rows:
         print(f"sm_90 {r['variant']:15} {r['kind']:15} regs={r['registers']:3} "
@@ -604,6 +645,8 @@ def test_kernels_compile_for_sm90(names):
         # accumulators and spills tens to hundreds of bytes: see benchmarks/RESULTS.md)
         if r["kind"] in ("fwd tma", "bwd_dq tma"):
             assert r["spill_bytes"] == 0, r
+        if r["d"] == 64 and r["kind"].startswith("bwd"):  # the cap reaches ptxas
+            assert r["maxnreg"] == 168 and r["registers"] <= 168, r
         if r["kind"].startswith("fwd"):  # K and V tiles in several pipeline stages, not one buffer each
             assert r["shared_bytes"] > 2 * (2 * 64 * 128 * 2), r
         if r["kind"] == "fwd_sm90":  # K and V tiles in every stage; 1 to 3 consumer groups + the producer's

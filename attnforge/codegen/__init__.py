@@ -82,6 +82,12 @@ def plain_scores(prog: Program) -> bool:
     return flex is not None and flex[0] == Var("score", "float")
 
 
+def linear_scores(prog: Program) -> bool:
+    """The score_mod adds to the score or leaves it (d score_mod / d score = 1: none, ALiBi, a
+    bias): the backward computes no derivative of it."""
+    return prog.as_flex() is not None and len(prog.grads) == 1 and prog.grads[0].d_score == Const(1.0, "float")
+
+
 def _context(prog: Program, source: Program, spec: Spec) -> dict:
     flex = prog.as_flex()
     if flex is None:
@@ -97,7 +103,7 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
     sig += "".join(f" p_{t}, s_{t}_0, s_{t}_1," for t in (table_name(j, load) for load, j in tables.items()))
     identity = plain_scores(prog)
     aff = affine_score(prog)
-    dscore_one = grad.d_score == Const(1.0, "float")
+    dscore_one = linear_scores(prog)
 
     def block(e, target, axes, indent=4, prefix="t"):
         code = render_block(e, target, axes, SCALARS, prefix, indent=" " * indent, tables=tables)
@@ -251,5 +257,5 @@ def captured_params(prog: Program) -> list[str]:
     return loaded_params(score, *([mask] if mask is not None else []), grad.d_score)
 
 
-__all__ = ["KINDS", "Spec", "TileConfig", "SPARSE_BLOCK", "generate", "fast_math", "sm90_forward", "plain_scores",
+__all__ = ["KINDS", "Spec", "TileConfig", "SPARSE_BLOCK", "generate", "fast_math", "sm90_forward", "plain_scores", "linear_scores",
            "tile_config", "ir_hash", "template_hash", "captured_params"]
