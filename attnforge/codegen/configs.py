@@ -209,9 +209,13 @@ CONFIGS = {
     # 18.75; D=64 4.50 / 4.28 / 4.05 / 3.94 / 8.63. 128 x 128 w8 s1 (s2 needs 266 KB of shared memory):
     # 2.05 / 6.44 / D=64 5.04. At head dim 128 a third program per SM (168 registers, 24 bytes of
     # spills) 1.82 -> 1.66 and 6.37 -> 6.10; w8 s1 1.95 / 6.99; 128 registers (96 bytes) 1.78 / 6.57.
+    # Head dim 64 (sixteenth session): three programs per SM as well (168 registers, no spills), kernel
+    # ms, w8 s2 (the old default) -> w4 s3 r168: B=4 H=16 L=8192 3.474 -> 3.261, B=16 H=16 L=2048
+    # 1.023 -> 0.909 (w4 s2 r168 3.346 / 0.932, w4 s2 3.372 / 0.974).
     "bwd_diag": [
-        (64, TileConfig(64, 64, 8, 2),
-         _configs((64, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (64, 64, 4, 1))),
+        (64, TileConfig(64, 64, 4, 3, maxnreg=168),
+         _configs((64, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (64, 64, 4, 1), (64, 64, 4, 2, True, False, 168),
+                  (64, 64, 4, 3, True, False, 168))),
         (128, TileConfig(64, 64, 4, 1, maxnreg=168),
          _configs((64, 64, 4, 1), (64, 64, 8, 2), (64, 64, 4, 2), (64, 64, 8, 1), (32, 32, 4, 2))),
         (256, TileConfig(32, 32, 4, 1), _configs((32, 32, 4, 1), (64, 64, 8, 1))),

@@ -376,7 +376,8 @@ def grad_kinds() -> tuple[str, ...]:
     return ("bwd",) if FUSED_BWD else ("bwd_dkdv", "bwd_dq")
 
 
-def _options(cfg) -> dict:
+def _options(cfg: TileConfig) -> dict:
+    """Triton's launch options for a tile: warps, stages and a register cap where it has one."""
     return {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages, **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {})}
 
 
