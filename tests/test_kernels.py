@@ -284,9 +284,7 @@ def test_distance_tables_carry_toeplitz_reads_of_scores_and_masks():
     bucketed bias (float, learnable: its gradient still comes from bwd_diag) in the score and a bool
     table in the mask (a floored modulo of the distance), with GQA, Lq != Lk, lengths off the tiles;
     a document-style read of one index is not one. The tables' views keep 16-aligned bases and
-    strides at every length (a kernel specializes on those: no recompile when L changes), as do
-    their skewed copies (the Triton kernels'), whose entry (q - n0) * W + (kv - n0) is distance
-    q - kv for every key tile [n0, n0 + W) the kernels' rows and columns reach."""
+    strides at every length (a kernel specializes on those: no recompile when L changes)."""
     from attnforge.runtime.tables import add_tables, tables_of
 
     bias = torch.randn(3, 4, 61) * 0.3
@@ -308,25 +306,10 @@ def test_distance_tables_carry_toeplitz_reads_of_scores_and_masks():
 
     kern = type("K", (), {"tables": tables, "table_index": {}})()
     for L in (100, 129, 300):
-        Lk = L + 7
-        named = add_tables(kern, {"bias": bias, "allowed": allowed}, 3, 4, L, Lk)
+        named = add_tables(kern, {"bias": bias, "allowed": allowed}, 3, 4, L, L + 7)
         for j in range(2):
-            values = next(v for n, v in named.items() if n.startswith(f"dist{j}__"))
-            for width in (None, 32, 64, 128):
-                view = values.row() if width is None else values.skewed(width)
-                assert view.storage_offset() * view.element_size() % 16 == 0, width
-                assert all(st % 16 == 0 for st in view.stride()[:2]), width
-            for width in (32, 64, 128):
-                view = values.skewed(width)
-                lead = (values.off - width + 1) * width  # the view's start in the whole copy
-                whole = torch.as_strided(view, (*view.shape[:2], view.shape[-1] + lead), view.stride(),
-                                         view.storage_offset() - lead)
-                # every row a tile may read (128 past Lq) against every key tile (128 past Lk)
-                q, c = torch.arange(L + 128)[:, None], torch.arange(width)[None, :]
-                for n0 in range(0, Lk + 128, width):
-                    got = whole[..., (lead + (q - n0) * width + c).flatten()]
-                    want = values.full[..., (values.off + q - n0 - c).flatten()]
-                    assert torch.equal(got, want), (L, j, width, n0)
+            view = next(v for n, v in named.items() if n.startswith(f"dist{j}__"))
+            assert view.data_ptr() % 16 == 0 and all(st % 16 == 0 for st in view.stride()[:2])
 
 
 @given(score_expr, st.none() | mask_expr)

@@ -24,10 +24,9 @@ TEMPLATE = {"fwd": "fwd.py.jinja", "fwd_sm90": "fwd_sm90.py.jinja", "bwd_preproc
 # Triton names that Gluon (the sm_90 forward's dialect) lacks: a variant whose score or mask needs
 # one runs the Triton forward everywhere
 _NOT_IN_GLUON = ("gl.sigmoid",)
-# q rows x kv columns (fwd, dq) and the transposed orientation of the dK/dV kernel; the Triton
-# tiles' keys start at `start_n` (their distance tables are skewed copies: runtime/tables.py)
-ROWS_Q = {"q_idx": Axis("o_m[:, None]", "m_m[:, None]"), "kv_idx": Axis("o_n[None, :]", "m_n[None, :]", "start_n")}
-ROWS_KV = {"q_idx": Axis("o_m[None, :]", "m_m[None, :]"), "kv_idx": Axis("o_n[:, None]", "m_n[:, None]", "start_n")}
+# q rows x kv columns (fwd, dq) and the transposed orientation of the dK/dV kernel
+ROWS_Q = {"q_idx": Axis("o_m[:, None]", "m_m[:, None]"), "kv_idx": Axis("o_n[None, :]", "m_n[None, :]")}
+ROWS_KV = {"q_idx": Axis("o_m[None, :]", "m_m[None, :]"), "kv_idx": Axis("o_n[:, None]", "m_n[:, None]")}
 # The Gluon forward reads captured tensors without the rows' and columns' masks (the reads are in
 # bounds: clamped): rel_bias's forward at 16,16,2048,128 took 1.03 ms instead of 1.29 on the H100
 # (measured before distance tables took its reads). The backward's tiles keep them: unmasked, ptxas
@@ -101,7 +100,7 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
     sig = "".join(f" p_{captured(p)}," + "".join(f" s_{captured(p)}_{d}, n_{captured(p)}_{d},"
                                                  for d in range(len(prog.param(p).shape)))
                   for p in params)
-    sig += "".join(f" p_{t}, s_{t}_0, s_{t}_1, w_{t}," for t in (table_name(j, load) for load, j in tables.items()))
+    sig += "".join(f" p_{t}, s_{t}_0, s_{t}_1," for t in (table_name(j, load) for load, j in tables.items()))
     identity = plain_scores(prog)
     aff = affine_score(prog)
     dscore_one = linear_scores(prog)

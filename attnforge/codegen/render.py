@@ -30,9 +30,6 @@ class Axis:
 
     code: str
     valid: str | None = None
-    # kv_idx of a tile whose keys start at this scalar: distance tables are read skewed (the Triton
-    # kernels'); None: read as they are (the Gluon forward's)
-    start: str | None = None
 
 
 @dataclass
@@ -185,22 +182,11 @@ class Renderer:
     def _load(self, e: Load) -> str:
         if e in self.tables:
             # its distance table (runtime/tables.py), indexed by q_idx - kv_idx: in bounds for every
-            # tile row and column (padded), no clamp, no mask; skewed (w_ wide rows) where the tile's
-            # keys start at a known scalar: each row of the tile one contiguous, aligned run
+            # tile row and column (padded), no clamp, no mask
             t = table_name(self.tables[e], e)
-            q, kv = self.axes["q_idx"].code, self.axes["kv_idx"]
-            base = f"p_{t} + {self.scalars['b']} * s_{t}_0 + {self.scalars['h']} * s_{t}_1"
-            if kv.start is None:
-                return self._typed(f"tl.load({base} + ({q} - {kv.code}))", e)
-            # keys on the tile's rows (dK/dV): loaded with keys on columns, then transposed (Triton
-            # vectorizes the loads along a tile's rows only there: 16 bytes instead of 4)
-            rows = kv.code.endswith("[:, None]")
-            if rows:
-                q, key = _swap_broadcast(q), _swap_broadcast(kv.code)
-            else:
-                key = kv.code
-            code = f"tl.load({base} + ({q} - {kv.start}) * w_{t} + ({key} - {kv.start}))"
-            return self._typed(f"tl.trans({code})" if rows else code, e)
+            code = (f"tl.load(p_{t} + {self.scalars['b']} * s_{t}_0 + {self.scalars['h']} * s_{t}_1 + "
+                    f"({self.axes['q_idx'].code} - {self.axes['kv_idx'].code}))")
+            return self._typed(code, e)
         return self._typed(self._clamped_load(e), e)
 
     def _typed(self, code: str, e: Load) -> str:
@@ -287,15 +273,6 @@ def captured(param: str) -> str:
     and sizes, b_<it> a value read): `c_<name>`, which no template name starts with, so a tensor called
     `delta` or `q` cannot rebind the kernels' own `p_delta` or `b_q`."""
     return f"c_{param}"
-
-
-def _swap_broadcast(code: str) -> str:
-    """`v[:, None]` <-> `v[None, :]`: an index vector moved to the tile's other axis."""
-    if code.endswith("[:, None]"):
-        return code[: -len("[:, None]")] + "[None, :]"
-    if code.endswith("[None, :]"):
-        return code[: -len("[None, :]")] + "[:, None]"
-    raise ValueError(f"not a broadcast index vector: {code}")
 
 
 def table_name(j: int, load: Load) -> str:

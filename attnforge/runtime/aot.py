@@ -23,7 +23,7 @@ from .blocks import band_lists, meta_block_mask
 from .launch import DTYPES, GRAD_KINDS, BwdBuffers, Call, fwd_call, kernels_for, preprocess_call
 from ..codegen.configs import sm90_config, tile_config
 from .param_grads import diag_call
-from .tables import TableValues, layout as table_layout
+from .tables import layout as table_layout
 
 TARGET = GPUTarget("cuda", 90, 32)
 PARAM_DTYPES = {name: dt for dt, name in TORCH_DTYPES.items()}
@@ -106,8 +106,8 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
     named.update(tensors or {})
     for j, table in enumerate(kern.tables):  # distance tables: their views (runtime/tables.py)
         nb, nh, row, off = table_layout(table, B, H, L, L)
-        named[table_name(j, table.load)] = TableValues(torch.empty(nb, nh, row, dtype=named[table.load.param].dtype,
-                                                                   device="meta"), off)
+        named[table_name(j, table.load)] = torch.empty(nb, nh, row, dtype=named[table.load.param].dtype,
+                                                       device="meta")[..., off:]
     calls = [fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, tile_config("fwd", spec.block_d))]
     if kern.sm90:  # (by default the Gluon forward's long-program tile)
         calls.append(fwd_call(kern, q, k, v, out, lse, named, 0.125, bm, sm90 or sm90_config(spec.block_d, plain=True)))

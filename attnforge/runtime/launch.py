@@ -119,17 +119,16 @@ def _walk(bm: BlockMask, rows: str, block: int) -> list:
     return [lists.num, lists.ind, full.num, full.ind, bm.order(rows, block), *list_args(lists)]
 
 
-def param_args(k: Kernels, tensors: dict, width: int | None = None) -> list:
+def param_args(k: Kernels, tensors: dict) -> list:
     """Arguments of the captured tensors (pointer, then stride and size per dimension), then of the
-    distance tables (`tables.add_tables` put them in `tensors`): skewed to `width` for the Triton
-    kernels (their key tile: `tables.TableValues.skewed`), as they are for the Gluon forward (None)."""
+    distance tables (`tables.add_tables` put them in `tensors`)."""
     args = []
     for name in k.params:
         t = tensors[name]
         args.append(t)
         for stride, size in zip(t.stride(), t.shape):
             args.extend((stride, size))
-    return args + table_args(k, tensors, width)
+    return args + table_args(k, tensors)
 
 
 def precision(dtype: torch.dtype) -> dict:
@@ -200,8 +199,7 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
     if not sm90 and (cfg is None or cfg.sm90):
         cfg = tile_config("fwd", k.spec.block_d)
     bm = tile_block_mask(k, bm, B, H, q.device, tensors, cfg)
-    rest = [lse.stride(0), lse.stride(1), Lq, Lk, H, scale, *_walk(bm, "q", cfg.block_m),
-            *param_args(k, tensors, None if sm90 else cfg.block_n)]
+    rest = [lse.stride(0), lse.stride(1), Lq, Lk, H, scale, *_walk(bm, "q", cfg.block_m), *param_args(k, tensors)]
     consts = dict(GROUP=k.spec.group, D=D, DV=DV, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                   BLOCK_D=k.spec.block_d, BLOCK_DV=k.spec.block_dv, SPARSE_M=bm.block_m,
                   SPARSE_N=bm.block_n)
@@ -327,7 +325,7 @@ def dkdv_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockM
     bm = tile_block_mask(k, bm, B, H, t.q.device, tensors, cfg)
     return Call("bwd_dkdv", "attn_bwd_dkdv", (Lk, B * HKV, cfg.block_n),
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dk, t.dv, *_bwd_strides(t), Lq, Lk, H, HKV,
-                 scale, *_walk(bm, "kv", cfg.block_n), *param_args(k, tensors, cfg.block_n)],
+                 scale, *_walk(bm, "kv", cfg.block_n), *param_args(k, tensors)],
                 dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), _options(cfg))
 
 
@@ -339,7 +337,7 @@ def dq_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMas
     bm = tile_block_mask(k, bm, B, H, t.q.device, tensors, cfg)
     return Call("bwd_dq", "attn_bwd_dq", (Lq, B * H, cfg.block_m),
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dq, *_bwd_strides(t), Lq, Lk, H, scale,
-                 *_walk(bm, "q", cfg.block_m), *param_args(k, tensors, cfg.block_n)],
+                 *_walk(bm, "q", cfg.block_m), *param_args(k, tensors)],
                 dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), _options(cfg))
 
 
@@ -355,7 +353,7 @@ def bwd_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMa
     return Call("bwd", "attn_bwd", (n_kv, n_q, B * HKV, k.spec.group),
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dq, t.dk, t.dv, *_bwd_strides(t), Lq, Lk, H, HKV, scale,
                  *_walk(bm, "kv", cfg.block_n), *_walk(bm, "q", cfg.block_m), n_kv, n_q,
-                 *param_args(k, tensors, cfg.block_n)],
+                 *param_args(k, tensors)],
                 dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), _options(cfg))
 
 

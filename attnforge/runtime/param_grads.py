@@ -55,7 +55,7 @@ def diag_call(kern, i: int, buffers, tensors: dict, scale: float, bands: BandLis
     B, H, Lq, D = q.shape
     args = [q, k, v, buffers.do, buffers.lse2, buffers.delta, part, *q.stride(), *k.stride(), *v.stride(),
             *buffers.do.stride(), Lq, k.shape[2], H, scale, bands.num, bands.ind, bands.kind, bands.order,
-            *list_args(bands), *param_args(kern, tensors, cfg.block_m)]
+            *list_args(bands), *param_args(kern, tensors)]
     consts = dict(GROUP=kern.spec.group, D=D, DV=v.shape[3], T=cfg.block_m,
                   BLOCK_D=kern.spec.block_d, BLOCK_DV=kern.spec.block_dv, **precision(q.dtype))
     return Call("bwd_diag", f"attn_bwd_diag_{i}", (Lq, k.shape[2], cfg.block_m, B * H), args, consts, _options(cfg))

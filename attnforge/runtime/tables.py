@@ -3,23 +3,14 @@ call for every distance of the call's lengths, so the kernels read table[q_idx -
 no index arithmetic, clamp or mask per score: `passes/toeplitz.distance_tables` picks the reads).
 
 A table is [B or 1, H or 1, row] of the tensor's dtype, holding distance r at position r + OFF;
-the Gluon forward gets it from position OFF on (`p_distJ__<tensor>`, `codegen.render.table_name`)
-with strides for b and h (0 where the index reads neither). The rows are padded by 256 on both
-sides: tile rows and columns past the lengths (up to a tile of 128) read in bounds. OFF and the row
-length are multiples of 16, so the view's alignment and strides specialize a kernel the same way for
-every length (no recompile when L changes).
-
-The Triton kernels read a skewed copy instead (`TableValues.skewed`): row u of width W holds the
-table's W entries ending at u, last first, so a tile of keys [n0, n0 + W) reads distance q - kv at
-(q - n0) * W + (kv - n0): every tile row a contiguous, aligned run of W values that loads as 16-byte
-vectors. A gather of table[q - kv] shifts each row by one element against the last (no vector
-loads; Triton's pipeliner then copies it element by element through shared memory): the learnable
-relative bias's backward took 9.8 ms with the gather against 4.2 with contiguous reads (B=4 H=16
-L=8192 D=64). The copy costs W times the table's memory (O(H L W)), built once per call and width.
+kernels get it from position OFF on (`p_distJ__<tensor>`, `codegen.render.table_name`) with strides for b and h (0 where the index reads
+neither). The rows are padded by 256 on both sides: tile rows and columns past the lengths (up to a
+tile of 128) read in bounds. OFF and the row length are multiples of 16, so the view's alignment and
+strides specialize a kernel the same way for every length (no recompile when L changes).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -72,35 +63,10 @@ def flat_index(load: Load, ev: Evaluator, t: torch.Tensor) -> torch.Tensor:
     return sum(ev(i).to(torch.int64).clamp(0, n - 1) * st for i, n, st in zip(load.index, t.shape, t.stride()))
 
 
-@dataclass
-class TableValues:
-    """One call's values of a distance table: `full` [batches, heads, row] holds distance r at r +
-    `off`; skewed copies are made on first use, per width."""
-
-    full: torch.Tensor
-    off: int
-    _skewed: dict = field(default_factory=dict)
-
-    def row(self) -> torch.Tensor:
-        """The view from distance 0 on (the Gluon forward's)."""
-        return self.full[..., self.off:]
-
-    def skewed(self, width: int) -> torch.Tensor:
-        """[batches, heads, flat] view: window u (of the row's row - width + 1) holds full[u + width - 1
-        - c] in column c, and the view starts at window off - width + 1, so that its entry (q - n0) *
-        width + (kv - n0) is distance q - kv for kv in [n0, n0 + width)."""
-        got = self._skewed.get(width)
-        if got is None:
-            windows = self.full.unfold(-1, width, 1).flip(-1)  # (flip copies: contiguous)
-            flat = windows.reshape(*windows.shape[:2], -1)
-            got = self._skewed[width] = flat[..., (self.off - width + 1) * width:]
-        return got
-
-
 def add_tables(kern, named: dict, B: int, H: int, Lq: int, Lk: int) -> dict:
     """`named` with each distance table of the kernels' under its argument name (`table_name`), as
-    `TableValues`; the gather indices are kept per sizes, the values gathered per call (a learnable
-    tensor changes between steps)."""
+    the view the kernels take; the gather indices are kept per sizes, the values gathered per call
+    (a learnable tensor changes between steps)."""
     if not kern.tables:
         return named
     from ..codegen.render import table_name
@@ -115,19 +81,17 @@ def add_tables(kern, named: dict, B: int, H: int, Lq: int, Lk: int) -> dict:
             while len(kern.table_index) >= _INDEX_CACHE:
                 kern.table_index.pop(next(iter(kern.table_index)))
         kern.table_index[key] = index  # most recently used last
-        out[table_name(j, table.load)] = TableValues(torch.take(t, index), layout(table, B, H, Lq, Lk)[3])
+        off = layout(table, B, H, Lq, Lk)[3]
+        out[table_name(j, table.load)] = torch.take(t, index)[..., off:]
     return out
 
 
-def table_args(kern, tensors: dict, width: int | None = None) -> list:
-    """Kernel arguments of the distance tables: each view, its batch and head strides (0 where one)
-    and the width of its skewed copy: the table itself (width 0) for the Gluon forward (`width`
-    None), its copy skewed to `width` (the kernel's key tile, or wider) for the Triton kernels."""
+def table_args(kern, tensors: dict) -> list:
+    """Kernel arguments of the distance tables: each view, its batch and head strides (0 where one)."""
     from ..codegen.render import table_name
 
     args = []
     for j, table in enumerate(kern.tables):
-        values = tensors[table_name(j, table.load)]
-        t = values.row() if width is None else values.skewed(width)
-        args += [t, *bh_strides(t), width or 0]
+        t = tensors[table_name(j, table.load)]
+        args += [t, *bh_strides(t)]
     return args
