@@ -512,9 +512,9 @@ def test_a_tiles_register_cap_reaches_the_launch_options():
     from attnforge.codegen import TileConfig
     from attnforge.runtime import launch
 
-    assert launch._options(TileConfig(64, 64, 4, 2, maxnreg=168)) == {"num_warps": 4, "num_stages": 2,
+    assert launch.launch_options(TileConfig(64, 64, 4, 2, maxnreg=168)) == {"num_warps": 4, "num_stages": 2,
                                                                      "maxnreg": 168}
-    assert "maxnreg" not in launch._options(TileConfig(64, 64, 4, 2))
+    assert "maxnreg" not in launch.launch_options(TileConfig(64, 64, 4, 2))
 
 
 def test_linear_scores_are_those_whose_derivative_is_one():

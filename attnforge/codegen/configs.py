@@ -161,6 +161,25 @@ def sm90_config(block_d: int, row_tiles: float | None = None, plain: bool = Fals
         return SM90_FWD_64_M192
     return SM90_TRITON_SCORE_MOD_64 if SM90_TRITON_SCORE_MOD_64 and not reads else SM90_FWD_64
 
+# Head dim 64, scores whose backward takes no derivative of a score_mod (none, ALiBi, a bias:
+# `linear`): 168 registers at launch, three programs per SM instead of two (12 warps; ptxas spills
+# 128-352 bytes, outside the hot loop enough to gain: sixteenth session). Kernel ms, H100,
+# `benchmarks/sweep.py`, default tile (no cap) -> capped, B=4 H=16 L=8192 D=64: full 7.623 -> 6.514
+# (3 stages), causal 3.899 -> 3.556, prefix_lm1024 3.973 -> 3.399, sliding1024 1.232 (pointers) ->
+# 1.050, document8 0.827 -> 0.716 (2 stages, pointers), document_random 1.399 -> 1.220-1.294, ALiBi
+# 4.407 -> 4.110 (2 stages), rel_bias 9.781 -> 9.198 (2 stages), GQA 32:8 8.022 -> 7.537 (2 stages);
+# B=16 H=16 L=2048 D=64: full 2.076 -> 1.836, causal 1.235 (pointers) -> 1.096, sliding1024 1.024 ->
+# 0.908, document8 0.539 -> 0.413, ALiBi 1.340 -> 1.273, GQA 2.437 -> 2.371. Softcap (its derivative
+# is 1 - tanh^2: more live values) loses with the cap (4.820 -> 6.307-6.779 ms): no cap there, nor at
+# head dim 128 (1 KB of spills: causal 2048 1.926 -> 3.522). Three stages win for plain scores with
+# one query head per kv head on long programs, two elsewhere (GQA's loop over the group's heads,
+# score_mods); programs of at most BWD_CAPPED_SHORT_ROWS_64 tiles load through pointers (document8
+# at 2048: 0.413 vs 0.574 for three stages through TMA; causal at 2048, 8.5 tiles: 1.096 vs 1.165).
+BWD_64_CAPPED = TileConfig(64, 64, 4, 3, maxnreg=168)
+BWD_64_CAPPED_S2 = TileConfig(64, 64, 4, 2, maxnreg=168)
+BWD_64_CAPPED_SHORT = TileConfig(64, 64, 4, 2, tma=False, maxnreg=168)
+BWD_CAPPED_SHORT_ROWS_64 = 8.0
+
 CONFIGS = {
     "fwd": [
         (64, TileConfig(128, 64, 4, 3),
@@ -198,8 +217,8 @@ CONFIGS = {
     # s2 stays: full 3.44 ms vs 5.35-8.05 for 128x64 w8, 32x64, 64x32, 128x32, 128x64 w4 and 64x64 w8.
     "bwd": [
         (64, TileConfig(64, 64, 4, 3), _configs((64, 64, 4, 3), (128, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 4),
-                                                 (64, 64, 4, 3, P), (64, 64, 4, 3, True, False, 168),
-                                                 (64, 64, 4, 2, True, False, 168), (64, 64, 4, 2, P, False, 168))),
+                                                 (64, 64, 4, 3, P))
+         + [BWD_64_CAPPED, BWD_64_CAPPED_S2, BWD_64_CAPPED_SHORT]),
         (128, TileConfig(64, 64, 4, 2), _configs((64, 64, 4, 2), (64, 64, 4, 2, P), (32, 64, 4, 3), (64, 64, 4, 3))),
         (256, TileConfig(32, 32, 4, 1), _configs((32, 32, 4, 1), (32, 32, 4, 1, P), (32, 64, 4, 1))),
     ],
@@ -214,8 +233,8 @@ CONFIGS = {
     # 1.023 -> 0.909 (w4 s2 r168 3.346 / 0.932, w4 s2 3.372 / 0.974).
     "bwd_diag": [
         (64, TileConfig(64, 64, 4, 3, maxnreg=168),
-         _configs((64, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (64, 64, 4, 1), (64, 64, 4, 2, True, False, 168),
-                  (64, 64, 4, 3, True, False, 168))),
+         _configs((64, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (64, 64, 4, 1))
+         + [TileConfig(64, 64, 4, 2, maxnreg=168), TileConfig(64, 64, 4, 3, maxnreg=168)]),
         (128, TileConfig(64, 64, 4, 1, maxnreg=168),
          _configs((64, 64, 4, 1), (64, 64, 8, 2), (64, 64, 4, 2), (64, 64, 8, 1), (32, 32, 4, 2))),
         (256, TileConfig(32, 32, 4, 1), _configs((32, 32, 4, 1), (64, 64, 8, 1))),
@@ -243,24 +262,6 @@ def tile_config(kind: str, block_d: int) -> TileConfig:
 # 8.083 vs 8.224.
 BWD_64_SHORT = TileConfig(64, 64, 4, 3, tma=False)
 BWD_SHORT_ROWS_64 = 12.0
-# Head dim 64, scores whose backward takes no derivative of a score_mod (none, ALiBi, a bias:
-# `linear`): 168 registers at launch, three programs per SM instead of two (12 warps; ptxas spills
-# 128-352 bytes, outside the hot loop enough to gain: sixteenth session). Kernel ms, H100,
-# `benchmarks/sweep.py`, default tile (no cap) -> capped, B=4 H=16 L=8192 D=64: full 7.623 -> 6.514
-# (3 stages), causal 3.899 -> 3.556, prefix_lm1024 3.973 -> 3.399, sliding1024 1.232 (pointers) ->
-# 1.050, document8 0.827 -> 0.716 (2 stages, pointers), document_random 1.399 -> 1.220-1.294, ALiBi
-# 4.407 -> 4.110 (2 stages), rel_bias 9.781 -> 9.198 (2 stages), GQA 32:8 8.022 -> 7.537 (2 stages);
-# B=16 H=16 L=2048 D=64: full 2.076 -> 1.836, causal 1.235 (pointers) -> 1.096, sliding1024 1.024 ->
-# 0.908, document8 0.539 -> 0.413, ALiBi 1.340 -> 1.273, GQA 2.437 -> 2.371. Softcap (its derivative
-# is 1 - tanh^2: more live values) loses with the cap (4.820 -> 6.307-6.779 ms): no cap there, nor at
-# head dim 128 (1 KB of spills: causal 2048 1.926 -> 3.522). Three stages win for plain scores with
-# one query head per kv head on long programs, two elsewhere (GQA's loop over the group's heads,
-# score_mods); programs of at most BWD_CAPPED_SHORT_ROWS_64 tiles load through pointers (document8
-# at 2048: 0.413 vs 0.574 for three stages through TMA; causal at 2048, 8.5 tiles: 1.096 vs 1.165).
-BWD_64_CAPPED = TileConfig(64, 64, 4, 3, maxnreg=168)
-BWD_64_CAPPED_S2 = TileConfig(64, 64, 4, 2, maxnreg=168)
-BWD_64_CAPPED_SHORT = TileConfig(64, 64, 4, 2, tma=False, maxnreg=168)
-BWD_CAPPED_SHORT_ROWS_64 = 8.0
 
 
 def bwd_config(block_d: int, row_tiles: float | None, plain: bool = False, linear: bool = False) -> TileConfig:

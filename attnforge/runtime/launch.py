@@ -215,7 +215,7 @@ def fwd_call(k: Kernels, q, k_, v, out, lse, tensors: dict, scale: float, bm: Bl
     consts.update(USE_TMA=cfg.tma and _tma_ok(k, k_, v), **precision(q.dtype))
     return Call("fwd", "attn_fwd", (Lq, B * H, cfg.block_m),
                 [q, k_, v, out, lse, *q.stride(), *k_.stride(), *v.stride(), *out.stride(), *rest], consts,
-                _options(cfg))
+                launch_options(cfg))
 
 
 def tile_block_mask(k: Kernels, bm: BlockMask, B: int, H: int, device, tensors: dict,
@@ -314,7 +314,7 @@ def preprocess_call(k: Kernels, t: BwdBuffers) -> Call:
                 [t.out, t.do, t.dlse if has_dlse else t.delta, t.lse, t.delta, t.lse2,
                  *t.out.stride(), *t.do.stride(), Lq, H],
                 dict(HAS_DLSE=has_dlse, DV=t.v.shape[3], BLOCK_M=pre.block_m,
-                     BLOCK_DV=k.spec.block_dv), _options(pre))
+                     BLOCK_DV=k.spec.block_dv), launch_options(pre))
 
 
 def dkdv_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask,
@@ -326,7 +326,7 @@ def dkdv_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockM
     return Call("bwd_dkdv", "attn_bwd_dkdv", (Lk, B * HKV, cfg.block_n),
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dk, t.dv, *_bwd_strides(t), Lq, Lk, H, HKV,
                  scale, *_walk(bm, "kv", cfg.block_n), *param_args(k, tensors)],
-                dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), _options(cfg))
+                dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), launch_options(cfg))
 
 
 def dq_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask,
@@ -338,7 +338,7 @@ def dq_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMas
     return Call("bwd_dq", "attn_bwd_dq", (Lq, B * H, cfg.block_m),
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dq, *_bwd_strides(t), Lq, Lk, H, scale,
                  *_walk(bm, "q", cfg.block_m), *param_args(k, tensors)],
-                dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), _options(cfg))
+                dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), launch_options(cfg))
 
 
 def bwd_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMask,
@@ -354,7 +354,7 @@ def bwd_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMa
                 [t.q, t.k, t.v, t.do, t.lse2, t.delta, t.dq, t.dk, t.dv, *_bwd_strides(t), Lq, Lk, H, HKV, scale,
                  *_walk(bm, "kv", cfg.block_n), *_walk(bm, "q", cfg.block_m), n_kv, n_q,
                  *param_args(k, tensors)],
-                dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), _options(cfg))
+                dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, **_bwd_consts(k, t, bm, cfg)), launch_options(cfg))
 
 
 def _bwd_strides(t: BwdBuffers) -> list:
@@ -376,7 +376,7 @@ def grad_kinds() -> tuple[str, ...]:
     return ("bwd",) if FUSED_BWD else ("bwd_dkdv", "bwd_dq")
 
 
-def _options(cfg: TileConfig) -> dict:
+def launch_options(cfg: TileConfig) -> dict:
     """Triton's launch options for a tile: warps, stages and a register cap where it has one."""
     return {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages, **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {})}
 

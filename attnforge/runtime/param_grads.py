@@ -49,7 +49,7 @@ def diag_call(kern, i: int, buffers, tensors: dict, scale: float, bands: BandLis
               cfg: TileConfig):
     """The bwd_diag launch for read `i` of d_loads, writing each (batch * head, band)'s 2T - 1
     diagonal sums of cfg.block_m-square tiles into `part`."""
-    from .launch import Call, _options, list_args, param_args, precision
+    from .launch import Call, launch_options, list_args, param_args, precision
 
     q, k, v = buffers.q, buffers.k, buffers.v
     B, H, Lq, D = q.shape
@@ -58,7 +58,7 @@ def diag_call(kern, i: int, buffers, tensors: dict, scale: float, bands: BandLis
             *list_args(bands), *param_args(kern, tensors)]
     consts = dict(GROUP=kern.spec.group, D=D, DV=v.shape[3], T=cfg.block_m,
                   BLOCK_D=kern.spec.block_d, BLOCK_DV=kern.spec.block_dv, **precision(q.dtype))
-    return Call("bwd_diag", f"attn_bwd_diag_{i}", (Lq, k.shape[2], cfg.block_m, B * H), args, consts, _options(cfg))
+    return Call("bwd_diag", f"attn_bwd_diag_{i}", (Lq, k.shape[2], cfg.block_m, B * H), args, consts, launch_options(cfg))
 
 
 def diagonal_grad(kern, i: int, load, buffers, tensors: dict, scale: float, bm) -> torch.Tensor:
