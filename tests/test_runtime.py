@@ -774,3 +774,32 @@ def test_backward_runs_the_tuned_one_launch_config(tmp_path, monkeypatch):
     (bwd,) = [c for c in calls if c.kind == "bwd"]
     assert (bwd.constexprs["BLOCK_M"], bwd.constexprs["BLOCK_N"]) == (32, 64)
     assert [c.kind for c in calls if c.kind.startswith("bwd")] == ["bwd_preprocess", "bwd"]
+
+
+def test_tile_labels_name_their_configs(monkeypatch):
+    """Every tile config reads back from its label (the autotuner's timings and benchmarks/sweep.py
+    --candidate use labels); the sweep's candidate override replaces a kind's candidates in every
+    head-dim bucket and, with --defaults-only, leaves the other kinds their defaults alone."""
+    import importlib.util
+
+    from attnforge.codegen import configs
+    from attnforge.codegen.configs import TileConfig
+
+    tiles = {c for _, default, cands in (b for bs in configs.CONFIGS.values() for b in bs) for c in (default, *cands)}
+    tiles |= {configs.BWD_64_CAPPED_SHORT, configs.BWD_64_SHORT, configs.SM90_FWD_64_N64, configs.SM90_FWD_M64}
+    assert len(tiles) > 30
+    for cfg in tiles:
+        assert TileConfig.from_label(cfg.label) == cfg, cfg
+    for bad in ("64x64 w4", "64x64 w4 s3 tma", "64 x 64 w4 s3", "64x64 w4 s3 r"):
+        with pytest.raises(ValueError, match="tile label"):
+            TileConfig.from_label(bad)
+
+    spec = importlib.util.spec_from_file_location("sweep", os.path.join(ROOT, "benchmarks", "sweep.py"))
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    monkeypatch.setattr(configs, "CONFIGS", {k: list(v) for k, v in configs.CONFIGS.items()})
+    capped = TileConfig.from_label("64x64 w4 s3 r168")
+    sweep.set_candidates({"bwd": [capped]}, defaults_only=True)
+    assert configs.candidates("bwd", 64) == [configs.tile_config("bwd", 64), capped]
+    assert configs.candidates("bwd", 128) == [configs.tile_config("bwd", 128), capped]
+    assert configs.candidates("fwd", 64) == [configs.tile_config("fwd", 64)]

@@ -3,6 +3,7 @@ with, and the candidates the autotuner (`runtime/autotune.py`) times when tuning
 outer tiles divide the 128 x 128 sparse tiles of the block metadata."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 SPARSE_BLOCK = 128
@@ -33,6 +34,15 @@ class TileConfig:
         return (f"{self.block_m}x{self.block_n} w{self.num_warps} s{self.num_stages}"
                 f"{'' if self.tma else ' ptr'}{' sm90' if self.sm90 else ''}"
                 f"{f' r{self.maxnreg}' if self.maxnreg else ''}")
+
+    @classmethod
+    def from_label(cls, label: str) -> TileConfig:
+        """The config a `label` names ("64x64 w4 s3 ptr r168"; benchmarks/sweep.py --candidate)."""
+        m = re.fullmatch(r"(\d+)x(\d+) w(\d+) s(\d+)( ptr)?( sm90)?(?: r(\d+))?", label.strip())
+        if m is None:
+            raise ValueError(f"tile label: expected like '64x64 w4 s3 [ptr] [sm90] [r168]', got {label!r}")
+        bm, bn, w, st, ptr, sm90, regs = m.groups()
+        return cls(int(bm), int(bn), int(w), int(st), not ptr, bool(sm90), int(regs or 0))
 
 
 def _configs(*rows: tuple) -> list[TileConfig]:
