@@ -803,3 +803,19 @@ def test_tile_labels_name_their_configs(monkeypatch):
     assert configs.candidates("bwd", 64) == [configs.tile_config("bwd", 64), capped]
     assert configs.candidates("bwd", 128) == [configs.tile_config("bwd", 128), capped]
     assert configs.candidates("fwd", 64) == [configs.tile_config("fwd", 64)]
+
+
+def test_the_register_cap_is_for_16_bit_inputs(monkeypatch):
+    """The head-dim-64 backward runs on 168 registers for 16-bit inputs; float32 tiles keep the
+    uncapped tile (they would spill kilobytes)."""
+    from attnforge.runtime import launch, ops
+
+    monkeypatch.setattr(ops, "_KERNELS", {})
+    ran = []
+    monkeypatch.setattr(launch, "launch", lambda kern, call, fallback=True: call.kind == "bwd" and ran.append(
+        (kern.spec.dtype, call.options.get("maxnreg", 0))))
+    v = attnforge.compile(CAUSAL)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        q, k, vv = (torch.randn(1, 2, 300, 64, dtype=dtype, requires_grad=True) for _ in range(3))
+        v(q, k, vv).sum().backward()
+    assert ran == [("float32", 0), ("bfloat16", 168), ("float16", 168)]

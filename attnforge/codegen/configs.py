@@ -171,8 +171,8 @@ def sm90_config(block_d: int, row_tiles: float | None = None, plain: bool = Fals
         return SM90_FWD_64_M192
     return SM90_TRITON_SCORE_MOD_64 if SM90_TRITON_SCORE_MOD_64 and not reads else SM90_FWD_64
 
-# Head dim 64, scores whose backward takes no derivative of a score_mod (none, ALiBi, a bias:
-# `linear`): 168 registers at launch, three programs per SM instead of two (12 warps; ptxas spills
+# Head dim 64, 16-bit inputs, scores whose backward takes no derivative of a score_mod (none, ALiBi, a
+# bias: `linear`; float32 tiles would spill 4-8 KB): 168 registers at launch, three programs per SM instead of two (12 warps; ptxas spills
 # 128-352 bytes, outside the hot loop enough to gain: sixteenth session). Kernel ms, H100,
 # `benchmarks/sweep.py`, default tile (no cap) -> capped, B=4 H=16 L=8192 D=64: full 7.623 -> 6.514
 # (3 stages), causal 3.899 -> 3.556, prefix_lm1024 3.973 -> 3.399, sliding1024 1.232 (pointers) ->
