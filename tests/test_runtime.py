@@ -806,8 +806,8 @@ def test_tile_labels_name_their_configs(monkeypatch):
 
 
 def test_the_register_cap_is_for_16_bit_inputs(monkeypatch):
-    """The head-dim-64 backward runs on 168 registers for 16-bit inputs; float32 tiles keep the
-    uncapped tile (they would spill kilobytes)."""
+    """The head-dim-64 backward (and the bias gradient's bwd_diag) runs on 168 registers for 16-bit
+    inputs; float32 tiles keep uncapped tiles (they would spill kilobytes)."""
     from attnforge.runtime import launch, ops
 
     monkeypatch.setattr(ops, "_KERNELS", {})
@@ -819,3 +819,8 @@ def test_the_register_cap_is_for_16_bit_inputs(monkeypatch):
         q, k, vv = (torch.randn(1, 2, 300, 64, dtype=dtype, requires_grad=True) for _ in range(3))
         v(q, k, vv).sum().backward()
     assert ran == [("float32", 0), ("bfloat16", 168), ("float16", 168)]
+    from attnforge.codegen.configs import BWD_DIAG_64_WIDE, diag_config, tile_config
+
+    assert diag_config(64, "float32") == BWD_DIAG_64_WIDE and not BWD_DIAG_64_WIDE.maxnreg
+    assert diag_config(64, "bfloat16") == tile_config("bwd_diag", 64) and tile_config("bwd_diag", 64).maxnreg == 168
+    assert diag_config(128, "float32") == tile_config("bwd_diag", 128)

@@ -240,7 +240,8 @@ CONFIGS = {
     # spills) 1.82 -> 1.66 and 6.37 -> 6.10; w8 s1 1.95 / 6.99; 128 registers (96 bytes) 1.78 / 6.57.
     # Head dim 64 (sixteenth session): three programs per SM as well (168 registers, no spills), kernel
     # ms, w8 s2 (the old default) -> w4 s3 r168: B=4 H=16 L=8192 3.474 -> 3.261, B=16 H=16 L=2048
-    # 1.023 -> 0.909 (w4 s2 r168 3.346 / 0.932, w4 s2 3.372 / 0.974).
+    # 1.023 -> 0.909 (w4 s2 r168 3.346 / 0.932, w4 s2 3.372 / 0.974). For 16-bit inputs: float32
+    # tiles spill 2.2 KB on 168 registers (568 bytes with w8 s2, BWD_DIAG_64_WIDE).
     "bwd_diag": [
         (64, TileConfig(64, 64, 4, 3, maxnreg=168),
          _configs((64, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (64, 64, 4, 1))
@@ -250,6 +251,16 @@ CONFIGS = {
         (256, TileConfig(32, 32, 4, 1), _configs((32, 32, 4, 1), (64, 64, 8, 1))),
     ],
 }
+
+
+BWD_DIAG_64_WIDE = TileConfig(64, 64, 8, 2)  # bwd_diag at head dim 64 for float32 inputs
+
+
+def diag_config(block_d: int, dtype: str) -> TileConfig:
+    """bwd_diag's default tile for a padded head dim and the inputs' dtype ("float32", "bfloat16" ...)."""
+    if block_d <= 64 and dtype == "float32":
+        return BWD_DIAG_64_WIDE
+    return tile_config("bwd_diag", block_d)
 
 
 def _bucket(kind: str, block_d: int):

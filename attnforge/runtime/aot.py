@@ -21,7 +21,7 @@ from ..codegen.render import table_name
 from ..dsl.trace import TORCH_DTYPES
 from .blocks import band_lists, meta_block_mask
 from .launch import DTYPES, GRAD_KINDS, BwdBuffers, Call, fwd_call, kernels_for, preprocess_call
-from ..codegen.configs import sm90_config, tile_config
+from ..codegen.configs import diag_config, sm90_config, tile_config
 from .param_grads import diag_call
 from .tables import layout as table_layout
 
@@ -116,7 +116,7 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
     # (ATTNFORGE_FUSED_BWD=0)
     calls += [preprocess_call(kern, buffers), *(make(kern, buffers, named, 0.125, bm) for make in GRAD_KINDS.values())]
     for i in kern.diag_loads:  # learnable reads indexed by q_idx - kv_idx
-        cfg = tile_config("bwd_diag", spec.block_d)
+        cfg = diag_config(spec.block_d, spec.dtype)
         bands = band_lists(meta(1, 1, n, n, dt=torch.int8))
         part = meta(B * H, 2 * n - 1, 2 * cfg.block_m - 1, dt=torch.float32)
         calls.append(diag_call(kern, i, buffers, named, 0.125, bands, part, cfg))

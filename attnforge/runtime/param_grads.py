@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..codegen.configs import TileConfig, tile_config
+from ..codegen.configs import TileConfig, diag_config
 from ..ir.program import Program
 from ..reference import Evaluator, index_env
 from .blocks import BandLists
@@ -79,7 +79,7 @@ def diagonal_grad(kern, i: int, load, buffers, tensors: dict, scale: float, bm) 
         return diag_call(kern, i, buffers, tensors, scale, bands, part, cfg), part
 
     cfg = autotune.config_for(kern, "bwd_diag", Lq, lambda c: plan(c)[0], launch) \
-        or tile_config("bwd_diag", kern.spec.block_d)
+        or diag_config(kern.spec.block_d, kern.spec.dtype)
     call, part = plan(cfg)
     launch(kern, call)
     T, bands = cfg.block_m, part.shape[1]
