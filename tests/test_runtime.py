@@ -506,6 +506,10 @@ def test_the_backwards_default_tile_follows_the_forwards_program_length():
     assert (BWD_64_CAPPED.num_stages, BWD_64_CAPPED_S2.num_stages, BWD_64_CAPPED_SHORT.tma) == (3, 2, False)
     for flags in ({}, {"plain": True}, {"linear": True}):
         assert bwd_config(128, 1.5, **flags) == bwd_config(128, 32.5, **flags) == tile_config("bwd", 128)
+    # float32 inputs: no cap (their tiles would spill kilobytes)
+    assert bwd_config(64, 32.5, plain=True, dtype="float32") == long
+    assert bwd_config(64, 4.5, linear=True, dtype="float32") == BWD_64_SHORT
+    assert bwd_config(64, 32.5, plain=True, dtype="float16") == BWD_64_CAPPED
 
 
 def test_a_tiles_register_cap_reaches_the_launch_options():

@@ -171,9 +171,10 @@ def sm90_config(block_d: int, row_tiles: float | None = None, plain: bool = Fals
         return SM90_FWD_64_M192
     return SM90_TRITON_SCORE_MOD_64 if SM90_TRITON_SCORE_MOD_64 and not reads else SM90_FWD_64
 
-# Head dim 64, 16-bit inputs, scores whose backward takes no derivative of a score_mod (none, ALiBi, a
-# bias: `linear`; float32 tiles would spill 4-8 KB): 168 registers at launch, three programs per SM instead of two (12 warps; ptxas spills
-# 128-352 bytes, outside the hot loop enough to gain: sixteenth session). Kernel ms, H100,
+# Head dim 64, 16-bit inputs (float32 tiles would spill 4-8 KB), scores whose backward takes no
+# derivative of a score_mod (none, ALiBi, a bias: `linear`): 168 registers at launch, three programs
+# per SM instead of two (12 warps; ptxas spills 128-352 bytes, outside the hot loop enough to gain:
+# sixteenth session). Kernel ms, H100,
 # `benchmarks/sweep.py`, default tile (no cap) -> capped, B=4 H=16 L=8192 D=64: full 7.623 -> 6.514
 # (3 stages), causal 3.899 -> 3.556, prefix_lm1024 3.973 -> 3.399, sliding1024 1.232 (pointers) ->
 # 1.050, document8 0.827 -> 0.716 (2 stages, pointers), document_random 1.399 -> 1.220-1.294, ALiBi
@@ -285,13 +286,15 @@ BWD_64_SHORT = TileConfig(64, 64, 4, 3, tma=False)
 BWD_SHORT_ROWS_64 = 12.0
 
 
-def bwd_config(block_d: int, row_tiles: float | None, plain: bool = False, linear: bool = False) -> TileConfig:
+def bwd_config(block_d: int, row_tiles: float | None, plain: bool = False, linear: bool = False,
+               dtype: str = "bfloat16") -> TileConfig:
     """The one-launch backward's default tile for a padded head dim, the forward's program length
     (`row_tiles`, None: not known), scores without a score_mod and one query head per kv head
-    (`plain`) and a score_mod whose derivative is one (`linear`, implied by `plain`)."""
+    (`plain`), a score_mod whose derivative is one (`linear`, implied by `plain`) and the inputs'
+    dtype ("float32", "bfloat16" ...)."""
     if block_d > 64:
         return tile_config("bwd", block_d)
-    if plain or linear:
+    if (plain or linear) and dtype != "float32":
         if row_tiles is not None and row_tiles <= BWD_CAPPED_SHORT_ROWS_64:
             return BWD_64_CAPPED_SHORT
         return BWD_64_CAPPED if plain else BWD_64_CAPPED_S2

@@ -347,10 +347,8 @@ def bwd_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMa
     its query heads' query tiles'."""
     B, H, Lq, _ = t.q.shape
     HKV, Lk = t.k.shape[1], t.k.shape[2]
-    # (the register cap for 16-bit inputs only: float32 tiles spill kilobytes on 168 registers)
-    half = k.spec.dtype in ("float16", "bfloat16")
-    cfg = cfg or bwd_config(k.spec.block_d, _row_tiles(k, bm), half and k.plain and k.spec.group == 1,
-                            half and k.linear)
+    cfg = cfg or bwd_config(k.spec.block_d, _row_tiles(k, bm), k.plain and k.spec.group == 1, k.linear,
+                            k.spec.dtype)
     bm = tile_block_mask(k, bm, B, H, t.q.device, tensors, cfg)
     n_kv, n_q = _cdiv(Lk, cfg.block_n), _cdiv(Lq, cfg.block_m)
     return Call("bwd", "attn_bwd", (n_kv, n_q, B * HKV, k.spec.group),
