@@ -174,9 +174,8 @@ def sm90_config(block_d: int, row_tiles: float | None = None, plain: bool = Fals
 # Head dim 64, 16-bit inputs (float32 tiles would spill 4-8 KB), scores whose backward takes no
 # derivative of a score_mod (none, ALiBi, a bias: `linear`): 168 registers at launch, three programs
 # per SM instead of two (12 warps; ptxas spills 128-352 bytes, outside the hot loop enough to gain:
-# sixteenth session). Kernel ms, H100,
-# `benchmarks/sweep.py`, default tile (no cap) -> capped, B=4 H=16 L=8192 D=64: full 7.623 -> 6.514
-# (3 stages), causal 3.899 -> 3.556, prefix_lm1024 3.973 -> 3.399, sliding1024 1.232 (pointers) ->
+# sixteenth session). Kernel ms, H100, `benchmarks/sweep.py`, default tile (no cap) -> capped,
+# B=4 H=16 L=8192 D=64: full 7.623 -> 6.514 (3 stages), causal 3.899 -> 3.556, prefix_lm1024 3.973 -> 3.399, sliding1024 1.232 (pointers) ->
 # 1.050, document8 0.827 -> 0.716 (2 stages, pointers), document_random 1.399 -> 1.220-1.294, ALiBi
 # 4.407 -> 4.110 (2 stages), rel_bias 9.781 -> 9.198 (2 stages), GQA 32:8 8.022 -> 7.537 (2 stages);
 # B=16 H=16 L=2048 D=64: full 2.076 -> 1.836, causal 1.235 (pointers) -> 1.096, sliding1024 1.024 ->
