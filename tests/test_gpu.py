@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import attnforge
+from attnforge.passes.toeplitz import distance_tables
 from attnforge.runtime.cache import interpreting
 from conftest import EXAMPLES
 from test_kernels import check_variant
@@ -288,3 +289,26 @@ def test_head_dim_64_backward_tiles_match_the_reference(name, Lq, group, monkeyp
                 ("document", 1): configs.BWD_64_CAPPED_SHORT, ("alibi", 1): configs.BWD_64_CAPPED_S2,
                 ("rel_bias", 1): configs.BWD_64_CAPPED_S2, ("softcap", 1): configs.tile_config("bwd", 64)}[name, group]
     assert ran and set(ran) == {(expected.maxnreg, expected.num_stages, expected.tma)}
+
+
+@pytest.mark.parametrize("int_dtype", [torch.int32, torch.int64, torch.uint8])
+@pytest.mark.parametrize("D", [64, 128])
+def test_distance_tables_of_every_entry_width(int_dtype, D):
+    """Distance tables (score, mask and the bias gradient's) of 32- and 64-bit entries are read through
+    the read-only cache (`_ld_table`), narrower ones by tl.load: every width against the reference,
+    rows the mask empties included."""
+    Lq = Lk = 1000
+    g = torch.Generator().manual_seed(1)
+    bias = (torch.randn(4, 2 * Lk - 1, generator=g) * 0.5).cuda()
+    tilt = torch.randint(0, 4, (2 * Lk - 1,), generator=g).to(int_dtype).cuda()
+    allowed = (torch.rand(2 * Lk - 1, generator=g) > 0.2).to(int_dtype).cuda()
+
+    def score_mod(s, b, h, q, k):
+        return s + bias[h, q - k + (Lk - 1)] + 0.05 * tilt[q - k + (Lk - 1)]
+
+    def mask_mod(b, h, q, k):
+        return (allowed[q - k + (Lk - 1)] != 0) & (q >= k)
+
+    variant = attnforge.compile(score_mod=score_mod, mask_mod=mask_mod)
+    assert len(distance_tables(variant.lowered)) == 3  # bias, tilt and allowed: all read from tables
+    check_variant(variant, 1, 4, 4, Lq, Lk, D, D, torch.bfloat16, device="cuda")

@@ -182,9 +182,9 @@ class Renderer:
     def _load(self, e: Load) -> str:
         if e in self.tables:
             # its distance table (runtime/tables.py), indexed by q_idx - kv_idx: in bounds for every
-            # tile row and column (padded), no clamp, no mask
+            # tile row and column (padded), no clamp, no mask; read by `_ld_table` (common.py.jinja)
             t = table_name(self.tables[e], e)
-            code = (f"tl.load(p_{t} + {self.scalars['b']} * s_{t}_0 + {self.scalars['h']} * s_{t}_1 + "
+            code = (f"_ld_table(p_{t} + {self.scalars['b']} * s_{t}_0 + {self.scalars['h']} * s_{t}_1 + "
                     f"({self.axes['q_idx'].code} - {self.axes['kv_idx'].code}))")
             return self._typed(code, e)
         return self._typed(self._clamped_load(e), e)

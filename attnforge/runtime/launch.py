@@ -74,14 +74,13 @@ class _Modules(dict):
 def kernels_for(prog: Program, source: Program, spec: Spec, device: torch.device) -> Kernels:
     warmup.wait()
     tag = device_tag(device)
-    fast_math = codegen.fast_math(spec, on_gpu=tag != "interpret")
     base = cache_key(codegen.ir_hash(prog), repr(spec), codegen.template_hash(), tag)
     generated: dict[str, str] = {}
 
     def build(kind):
         def make():
             if not generated:
-                generated.update(codegen.generate(prog, source, spec, fast_math=fast_math))
+                generated.update(codegen.generate(prog, source, spec, on_gpu=tag != "interpret"))
             return generated[kind]
         return make
 

@@ -17,7 +17,7 @@ from ..codegen import KINDS, SPARSE_BLOCK, Spec
 from . import ops
 from .blocks import BlockMask, build_block_mask
 from .cache import load_lowered
-from ..codegen import fast_math, generate
+from ..codegen import generate
 from .launch import DTYPES
 from .validate import check_inputs
 
@@ -97,7 +97,7 @@ class Variant:
             raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
         spec = Spec(DTYPES[dtype], head_dim, head_dim_v or head_dim, group)
         on_gpu = torch.device(device).type != "cpu"
-        return generate(self.lowered, self.program, spec, fast_math=fast_math(spec, on_gpu))[kind]
+        return generate(self.lowered, self.program, spec, on_gpu)[kind]
 
     def block_mask(self, B: int, H: int, Lq: int, Lk: int, *, block: int = SPARSE_BLOCK,
                    device="cpu", **tensors) -> BlockMask:
