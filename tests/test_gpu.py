@@ -266,8 +266,9 @@ def test_sm90_forward_runs_and_matches_the_reference(name, D, tile, monkeypatch)
                                            ("alibi", 4096, 1), ("rel_bias", 2000, 1), ("softcap", 4096, 1)])
 def test_head_dim_64_backward_tiles_match_the_reference(name, Lq, group, monkeypatch):
     """At head dim 64 the one-launch backward runs on 168 registers (three programs per SM) where the
-    scores' derivative is one (plain, ALiBi, a bias), with three stages for plain scores without GQA,
-    two otherwise, pointer loads for short programs (documents); softcap keeps the uncapped tile.
+    scores' derivative is one and the score_mod reads no tensor (plain, ALiBi), with three stages for
+    plain scores without GQA, two otherwise, pointer loads for short programs (documents); softcap and
+    the learnable bias keep the uncapped tile (the bias at this length its short-program form).
     Gradients (and the bias's) against the float64 reference with flex's rule; an odd length, GQA."""
     from attnforge.codegen import configs
     from attnforge.runtime import launch, ops
@@ -287,7 +288,7 @@ def test_head_dim_64_backward_tiles_match_the_reference(name, Lq, group, monkeyp
     check_variant(variant, 1, 4 * group, 4, Lq, Lq, 64, 64, torch.bfloat16, tensors=tensors, device="cuda")
     expected = {("causal", 1): configs.BWD_64_CAPPED, ("causal", 4): configs.BWD_64_CAPPED_S2,
                 ("document", 1): configs.BWD_64_CAPPED_SHORT, ("alibi", 1): configs.BWD_64_CAPPED_S2,
-                ("rel_bias", 1): configs.BWD_64_CAPPED_S2, ("softcap", 1): configs.tile_config("bwd", 64)}[name, group]
+                ("rel_bias", 1): configs.BWD_64_SHORT, ("softcap", 1): configs.tile_config("bwd", 64)}[name, group]
     assert ran and set(ran) == {(expected.maxnreg, expected.num_stages, expected.tma)}
 
 

@@ -510,6 +510,9 @@ def test_the_backwards_default_tile_follows_the_forwards_program_length():
     assert bwd_config(64, 32.5, plain=True, dtype="float32") == long
     assert bwd_config(64, 4.5, linear=True, dtype="float32") == BWD_64_SHORT
     assert bwd_config(64, 32.5, plain=True, dtype="float16") == BWD_64_CAPPED
+    # score_mods reading captured tensors (a distance table) keep the uncapped tiles
+    assert bwd_config(64, 32.5, linear=True, reads=True) == long
+    assert bwd_config(64, 32.5, plain=True, reads=True) == BWD_64_CAPPED
 
 
 def test_a_tiles_register_cap_reaches_the_launch_options():
@@ -522,7 +525,7 @@ def test_a_tiles_register_cap_reaches_the_launch_options():
 
 
 def test_linear_scores_are_those_whose_derivative_is_one():
-    from attnforge.codegen import linear_scores, plain_scores
+    from attnforge.codegen import linear_scores, plain_scores, score_reads
 
     alibi = attnforge.compile("attention a() { score = score + (kv_idx - q_idx) * 0.5\n mask = q_idx >= kv_idx }")
     bias = attnforge.compile("attention b(bias: f32[H, R]) { score = score + bias[h, q_idx - kv_idx + 7] }")
@@ -531,6 +534,9 @@ def test_linear_scores_are_those_whose_derivative_is_one():
     causal = attnforge.compile(CAUSAL)
     assert [linear_scores(v.lowered) for v in (causal, alibi, bias, softcap, scaled)] == [True, True, True, False, False]
     assert [plain_scores(v.lowered) for v in (causal, alibi, bias)] == [True, False, False]
+    document = attnforge.compile("attention d(doc: i32[L]) { mask = doc[q_idx] == doc[kv_idx] }")
+    # (a mask's reads are not the score_mod's)
+    assert [score_reads(v.lowered) for v in (causal, alibi, bias, document)] == [False, False, True, False]
 
 
 def test_small_tiles_walk_block_metadata_of_their_own_size(monkeypatch):

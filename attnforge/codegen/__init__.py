@@ -88,6 +88,12 @@ def linear_scores(prog: Program) -> bool:
     return prog.as_flex() is not None and len(prog.grads) == 1 and prog.grads[0].d_score == Const(1.0, "float")
 
 
+def score_reads(prog: Program) -> bool:
+    """The score_mod reads captured tensors (a learnable bias ...)."""
+    flex = prog.as_flex()
+    return flex is not None and bool(loaded_params(flex[0]))
+
+
 def _context(prog: Program, source: Program, spec: Spec) -> dict:
     flex = prog.as_flex()
     if flex is None:
@@ -259,4 +265,5 @@ def captured_params(prog: Program) -> list[str]:
 
 
 __all__ = ["KINDS", "Spec", "TileConfig", "SPARSE_BLOCK", "generate", "fast_math", "sm90_forward", "plain_scores", "linear_scores",
+           "score_reads",
            "tile_config", "ir_hash", "template_hash", "captured_params"]

@@ -185,6 +185,9 @@ def sm90_config(block_d: int, row_tiles: float | None = None, plain: bool = Fals
 # one query head per kv head on long programs, two elsewhere (GQA's loop over the group's heads,
 # score_mods); programs of at most BWD_CAPPED_SHORT_ROWS_64 tiles load through pointers (document8
 # at 2048: 0.413 vs 0.574 for three stages through TMA; causal at 2048, 8.5 tiles: 1.096 vs 1.165).
+# Not for score_mods that read captured tensors: the learnable relative bias (a distance table read
+# per score, `_ld_table`) at 4,16,8192,64 takes 5.017 ms uncapped (64x64 w4 s3) against 5.790 capped
+# (s2; 6.160 s3; seventeenth session).
 BWD_64_CAPPED = TileConfig(64, 64, 4, 3, maxnreg=168)
 BWD_64_CAPPED_S2 = TileConfig(64, 64, 4, 2, maxnreg=168)
 BWD_64_CAPPED_SHORT = TileConfig(64, 64, 4, 2, tma=False, maxnreg=168)
@@ -286,14 +289,15 @@ BWD_SHORT_ROWS_64 = 12.0
 
 
 def bwd_config(block_d: int, row_tiles: float | None, plain: bool = False, linear: bool = False,
-               dtype: str = "bfloat16") -> TileConfig:
+               dtype: str = "bfloat16", reads: bool = False) -> TileConfig:
     """The one-launch backward's default tile for a padded head dim, the forward's program length
     (`row_tiles`, None: not known), scores without a score_mod and one query head per kv head
-    (`plain`), a score_mod whose derivative is one (`linear`, implied by `plain`) and the inputs'
-    dtype ("float32", "bfloat16" ...)."""
+    (`plain`), a score_mod whose derivative is one (`linear`, implied by `plain`), the inputs'
+    dtype ("float32", "bfloat16" ...) and a score_mod that reads captured tensors (`reads`,
+    codegen.score_reads)."""
     if block_d > 64:
         return tile_config("bwd", block_d)
-    if (plain or linear) and dtype != "float32":
+    if (plain or (linear and not reads)) and dtype != "float32":
         if row_tiles is not None and row_tiles <= BWD_CAPPED_SHORT_ROWS_64:
             return BWD_64_CAPPED_SHORT
         return BWD_64_CAPPED if plain else BWD_64_CAPPED_S2

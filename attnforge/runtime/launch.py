@@ -50,6 +50,7 @@ class Kernels:
     row_tiles: float | None = None  # the first block metadata's key tiles per query tile (`_row_tiles`)
     plain: bool = False       # scores without a score_mod (codegen.plain_scores)
     linear: bool = False      # d score_mod / d score = 1 (codegen.linear_scores)
+    score_reads: bool = False  # the score_mod reads captured tensors (codegen.score_reads)
     tables: list = field(default_factory=list)  # reads taken from distance tables (`tables.py`)
     table_index: dict = field(default_factory=dict)  # their gather indices, per sizes
     direct: dict = field(default_factory=dict)  # compiled kernels by launch signature (`direct.py`)
@@ -92,7 +93,7 @@ def kernels_for(prog: Program, source: Program, spec: Spec, device: torch.device
                    frozenset(i for i in diag if reads_batch(loads[i][0])), codegen.captured_params(prog),
                    rule_params(prog), _hopper(device) and codegen.sm90_forward(prog, spec),
                    tables=tables_of(prog), plain=codegen.plain_scores(prog),
-                   linear=codegen.linear_scores(prog))
+                   linear=codegen.linear_scores(prog), score_reads=codegen.score_reads(prog))
 
 
 def _hopper(device: torch.device) -> bool:
@@ -347,7 +348,7 @@ def bwd_call(k: Kernels, t: BwdBuffers, tensors: dict, scale: float, bm: BlockMa
     B, H, Lq, _ = t.q.shape
     HKV, Lk = t.k.shape[1], t.k.shape[2]
     cfg = cfg or bwd_config(k.spec.block_d, _row_tiles(k, bm), k.plain and k.spec.group == 1, k.linear,
-                            k.spec.dtype)
+                            k.spec.dtype, k.score_reads)
     bm = tile_block_mask(k, bm, B, H, t.q.device, tensors, cfg)
     n_kv, n_q = _cdiv(Lk, cfg.block_n), _cdiv(Lq, cfg.block_m)
     return Call("bwd", "attn_bwd", (n_kv, n_q, B * HKV, k.spec.group),
