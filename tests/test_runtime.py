@@ -653,8 +653,9 @@ def test_kernels_compile_for_sm90(names):
         # compiled as the JIT specializes real inputs (unit strides constant, 16-byte alignment):
         # pipelined tiles, and no spills in the forward and dQ kernels (dK/dV keeps two
         # accumulators and spills tens to hundreds of bytes: see benchmarks/RESULTS.md)
+        # (rel_bias's dQ tile also holds its table reads: 16 bytes of spills with Triton 3.6, none with 3.9)
         if r["kind"] in ("fwd tma", "bwd_dq tma"):
-            assert r["spill_bytes"] == 0, r
+            assert r["spill_bytes"] <= (16 if r["variant"] == "rel_bias" else 0), r
         if r["d"] == 64 and r["kind"].startswith("bwd"):  # the cap reaches ptxas
             assert r["maxnreg"] == 168 and r["registers"] <= 168, r
         if r["kind"].startswith("fwd"):  # K and V tiles in several pipeline stages, not one buffer each
@@ -669,6 +670,18 @@ def test_kernels_compile_for_sm90(names):
             assert "tanh" in r["approx"], r
         if r["variant"] != "softcap":
             assert "tanh" not in r["approx"], r
+    # rel_bias reads its distance table through the read-only cache in every kernel but the
+    # preprocess, and never as pipelined 4-byte copies: as many of those as causal's kernels (the
+    # LSE and delta vectors of the dK/dV tile), kernel by kernel
+    by = {(r["variant"], r["d"], r["kind"], r["block_m"], r["block_n"]): r for r in rows}
+    for (variant, d, kind, bm, bn), r in by.items():
+        if variant == "rel_bias":
+            assert (r["nc_loads"] > 0) == (kind != "bwd_preprocess"), r
+            base = by.get(("causal", d, kind, bm, bn))
+            if base is not None:
+                assert r["narrow_copies"] == base["narrow_copies"], (r, base)
+        elif variant == "causal":
+            assert r["nc_loads"] == 0, r
 
 
 @given(st.integers(0, 400), st.integers(1, 60), st.integers(0, 2 ** 16))

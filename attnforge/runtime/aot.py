@@ -26,6 +26,7 @@ from .param_grads import diag_call
 from .tables import layout as table_layout
 
 TARGET = GPUTarget("cuda", 90, 32)
+_NARROW_COPY = re.compile(r"cp\.async\.c[ag]\.shared\.global(?:\.L2::\w+)? \[[^\]]+\], \[[^\]]+\], 0x4\b")
 PARAM_DTYPES = {name: dt for dt, name in TORCH_DTYPES.items()}
 TORCH_TO_TRITON = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
                    torch.int32: "i32", torch.int64: "i64", torch.int8: "i8", torch.uint8: "u8",
@@ -138,7 +139,12 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
             compiled = triton.compile(source, target=TARGET, options=call.options)
             stats = _cubin_stats(compiled.asm["cubin"])
             # special-function-unit instructions of fast math (e.g. tanh.approx.f32)
-            approx = sorted(set(re.findall(r"\b(\w+)\.approx(?:\.ftz)?\.f32", compiled.asm["ptx"])))
+            ptx = compiled.asm["ptx"]
+            approx = sorted(set(re.findall(r"\b(\w+)\.approx(?:\.ftz)?\.f32", ptx)))
             report.append({"kind": call.kind + (" tma" if tma else ""), "shared_bytes": compiled.metadata.shared,
-                           "num_warps": compiled.metadata.num_warps, "approx": approx, **stats})
+                           "num_warps": compiled.metadata.num_warps, "approx": approx,
+                           # reads through the read-only cache (distance tables: `_ld_table`) and
+                           # software-pipelined copies into shared memory of one 4-byte element each
+                           "nc_loads": ptx.count("ld.global.nc"), "narrow_copies": len(_NARROW_COPY.findall(ptx)),
+                           **stats})
     return report
