@@ -245,6 +245,9 @@ CONFIGS = {
     # ms, w8 s2 (the old default) -> w4 s3 r168: B=4 H=16 L=8192 3.474 -> 3.261, B=16 H=16 L=2048
     # 1.023 -> 0.909 (w4 s2 r168 3.346 / 0.932, w4 s2 3.372 / 0.974). For 16-bit inputs: float32
     # tiles spill 2.2 KB on 168 registers (568 bytes with w8 s2, BWD_DIAG_64_WIDE).
+    # Seventeenth session (tables read through the read-only cache), rel_bias causal, kernel ms:
+    # head dim 128 w4 s1 r168 5.436 (4,16,8192) / 1.478 (16,16,2048) vs w8 s1 6.190 / 1.740, w4 s2
+    # r168 6.296 / 1.844; head dim 64 w4 s3 r168 3.046 vs w8 s2 3.020 (4,16,8192): defaults kept.
     "bwd_diag": [
         (64, TileConfig(64, 64, 4, 3, maxnreg=168),
          _configs((64, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (64, 64, 4, 1))
