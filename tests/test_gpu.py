@@ -296,7 +296,7 @@ def test_head_dim_64_backward_tiles_match_the_reference(name, Lq, group, monkeyp
 @pytest.mark.parametrize("D", [64, 128])
 def test_distance_tables_of_every_entry_width(int_dtype, D):
     """Distance tables (score, mask and the bias gradient's) of 32- and 64-bit entries are read through
-    the read-only cache (`_ld_table`), narrower ones by tl.load: every width against the reference,
+    the read-only cache (`_ld_nc`), narrower ones by tl.load: every width against the reference,
     rows the mask empties included."""
     Lq = Lk = 1000
     g = torch.Generator().manual_seed(1)
@@ -313,3 +313,20 @@ def test_distance_tables_of_every_entry_width(int_dtype, D):
     variant = attnforge.compile(score_mod=score_mod, mask_mod=mask_mod)
     assert len(distance_tables(variant.lowered)) == 3  # bias, tilt and allowed: all read from tables
     check_variant(variant, 1, 4, 4, Lq, Lk, D, D, torch.bfloat16, device="cuda")
+
+
+@pytest.mark.parametrize("int_dtype", [torch.int32, torch.int64, torch.uint8])
+def test_reads_per_score_of_every_entry_width(int_dtype):
+    """Tensors indexed by both q_idx and kv_idx (a float32 bias, an integer tilt) are read per score
+    through the read-only cache where their entries are 32 or 64 bits (`_ld_nc_masked`), by a masked
+    tl.load otherwise: against the reference at odd lengths (tiles past the ends masked), GQA."""
+    Lq, Lk = 777, 1000
+    g = torch.Generator().manual_seed(2)
+    bias = (torch.randn(4, Lq, Lk, generator=g) * 0.5).cuda()
+    tilt = torch.randint(0, 4, (2, Lq, Lk), generator=g).to(int_dtype).cuda()
+
+    def score_mod(s, b, h, q, k):
+        return s + bias[h, q, k] + 0.1 * tilt[h // 2, q, k]
+
+    variant = attnforge.compile(score_mod=score_mod, mask_mod=lambda b, h, q, k: q + 300 >= k)
+    check_variant(variant, 1, 4, 2, Lq, Lk, 64, 64, torch.bfloat16, device="cuda")

@@ -147,7 +147,7 @@ def _context(prog: Program, source: Program, spec: Spec) -> dict:
     }
     # the helper functions (`_floordiv`, `_tanh` ...) the rendered code calls: a module defines only those
     code = " ".join([*(v for v in ctx.values() if isinstance(v, str)), *(d["code"] for d in ctx["diag_loads"])])
-    ctx["helpers"] = sorted(set(re.findall(r"\b(_floordiv|_floormod|_tanh|_sign|_pow|_ld_table)\(", code)))
+    ctx["helpers"] = sorted(set(re.findall(r"\b(_floordiv|_floormod|_tanh|_sign|_pow|_ld_nc|_ld_nc_masked)\(", code)))
     return ctx
 
 
@@ -246,7 +246,7 @@ def generate(prog: Program, source: Program, spec: Spec, on_gpu: bool = False) -
     """Triton module source for every kernel kind. `prog` is lowered, `source` as the user wrote it.
     `on_gpu` (else Triton's interpreter): transcendental functions the kernels evaluate on scores
     (tanh) use the GPU's special-function unit (PTX `.approx`) for 16-bit inputs (`fast_math`), and
-    distance tables are read through the read-only cache (`_ld_table`, PTX `ld.global.nc`)."""
+    distance tables are read through the read-only cache (`_ld_nc`, PTX `ld.global.nc`)."""
     ctx = {**_context(prog, source, spec), "fast_math": fast_math(spec, on_gpu), "on_gpu": on_gpu}
     return {kind: _tidy(_env().get_template(TEMPLATE[kind]).render(kind=kind, spec=ctx)) for kind in KINDS}
 

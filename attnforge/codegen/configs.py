@@ -186,7 +186,7 @@ def sm90_config(block_d: int, row_tiles: float | None = None, plain: bool = Fals
 # score_mods); programs of at most BWD_CAPPED_SHORT_ROWS_64 tiles load through pointers (document8
 # at 2048: 0.413 vs 0.574 for three stages through TMA; causal at 2048, 8.5 tiles: 1.096 vs 1.165).
 # Not for score_mods that read captured tensors: the learnable relative bias (a distance table read
-# per score, `_ld_table`) at 4,16,8192,64 takes 5.017 ms uncapped (64x64 w4 s3) against 5.790 capped
+# per score, `_ld_nc`) at 4,16,8192,64 takes 5.017 ms uncapped (64x64 w4 s3) against 5.790 capped
 # (s2; 6.160 s3; seventeenth session).
 BWD_64_CAPPED = TileConfig(64, 64, 4, 3, maxnreg=168)
 BWD_64_CAPPED_S2 = TileConfig(64, 64, 4, 2, maxnreg=168)

@@ -182,9 +182,9 @@ class Renderer:
     def _load(self, e: Load) -> str:
         if e in self.tables:
             # its distance table (runtime/tables.py), indexed by q_idx - kv_idx: in bounds for every
-            # tile row and column (padded), no clamp, no mask; read by `_ld_table` (common.py.jinja)
+            # tile row and column (padded), no clamp, no mask; read by `_ld_nc` (common.py.jinja)
             t = table_name(self.tables[e], e)
-            code = (f"_ld_table(p_{t} + {self.scalars['b']} * s_{t}_0 + {self.scalars['h']} * s_{t}_1 + "
+            code = (f"_ld_nc(p_{t} + {self.scalars['b']} * s_{t}_0 + {self.scalars['h']} * s_{t}_1 + "
                     f"({self.axes['q_idx'].code} - {self.axes['kv_idx'].code}))")
             return self._typed(code, e)
         return self._typed(self._clamped_load(e), e)
@@ -201,7 +201,11 @@ class Renderer:
         offset = " + ".join(
             f"tl.minimum(tl.maximum({self._expr(i)}, 0), n_{c}_{d} - 1).to(tl.int64) * s_{c}_{d}"
             for d, i in enumerate(e.index)) or "0"
-        masks = [self.axes[a].valid for a in sorted(_axes_of(e, self.axes)) if self.axes[a].valid]
+        axes = _axes_of(e, self.axes)
+        masks = [self.axes[a].valid for a in sorted(axes) if self.axes[a].valid]
+        if len(axes) == 2:  # a read per score (bias[h, q_idx, kv_idx]): `_ld_nc` (common.py.jinja)
+            ptrs = f"p_{c} + {offset}"
+            return f"_ld_nc_masked({ptrs}, {' & '.join(masks)})" if masks else f"_ld_nc({ptrs})"
         mask = f", mask={' & '.join(masks)}, other=0" if masks else ""
         return f"tl.load(p_{c} + {offset}{mask})"
 

@@ -143,7 +143,7 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
             approx = sorted(set(re.findall(r"\b(\w+)\.approx(?:\.ftz)?\.f32", ptx)))
             report.append({"kind": call.kind + (" tma" if tma else ""), "shared_bytes": compiled.metadata.shared,
                            "num_warps": compiled.metadata.num_warps, "approx": approx,
-                           # reads through the read-only cache (distance tables: `_ld_table`) and
+                           # reads through the read-only cache (distance tables: `_ld_nc`) and
                            # software-pipelined copies into shared memory of one 4-byte element each
                            "nc_loads": ptx.count("ld.global.nc"), "narrow_copies": len(_NARROW_COPY.findall(ptx)),
                            **stats})
