@@ -248,6 +248,13 @@ CONFIGS = {
     # Seventeenth session (tables read through the read-only cache), rel_bias causal, kernel ms:
     # head dim 128 w4 s1 r168 5.436 (4,16,8192) / 1.478 (16,16,2048) vs w8 s1 6.190 / 1.740, w4 s2
     # r168 6.296 / 1.844; head dim 64 w4 s3 r168 3.046 vs w8 s2 3.020 (4,16,8192): defaults kept.
+    # Eighteenth session, the table read hoisted out of the band's loop (`d_band`), kernel ms before ->
+    # after: 4,16,8192,128 5.365 -> 4.997 (w4 s1 uncapped 4.993, w8 s1 8.497, w8 s2 7.256);
+    # 16,16,2048,128 1.473 -> 1.361 (w4 s1 1.422); 4,16,8192,64 3.023 -> 2.561 (w8 s2 3.093, w4 s2
+    # r168 2.797): defaults kept. Also tried and dropped: T x 2T tiles (two adjacent bands a program,
+    # Q and dO read once for both; 64x128 w8 s1 r128 5.476 / 1.726, head dim 64 w8 s2 r128 3.326) and
+    # one program per query tile as dQ's, storing each tile's diagonal sums (a gather per tile;
+    # the whole backward 16.37 -> 16.94 ms at 4,16,8192,128, 10.04 -> 12.29 at 4,16,8192,64).
     "bwd_diag": [
         (64, TileConfig(64, 64, 4, 3, maxnreg=168),
          _configs((64, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (64, 64, 4, 1))

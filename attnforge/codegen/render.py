@@ -32,6 +32,11 @@ class Axis:
     valid: str | None = None
 
 
+# an axes entry (no index variable's name) giving a tile's q_idx - kv_idx where a kernel has it at
+# hand (bwd_diag: one tile of distances for every step of a band, so the table read leaves the loop)
+DISTANCE = "q_idx - kv_idx"
+
+
 @dataclass
 class Renderer:
     """`axes` maps q_idx / kv_idx to tile vectors, `scalars` maps b, h, score and others to names."""
@@ -184,8 +189,8 @@ class Renderer:
             # its distance table (runtime/tables.py), indexed by q_idx - kv_idx: in bounds for every
             # tile row and column (padded), no clamp, no mask; read by `_ld_nc` (common.py.jinja)
             t = table_name(self.tables[e], e)
-            code = (f"_ld_nc(p_{t} + {self.scalars['b']} * s_{t}_0 + {self.scalars['h']} * s_{t}_1 + "
-                    f"({self.axes['q_idx'].code} - {self.axes['kv_idx'].code}))")
+            distance = self.axes.get(DISTANCE) or Axis(f"({self.axes['q_idx'].code} - {self.axes['kv_idx'].code})")
+            code = f"_ld_nc(p_{t} + {self.scalars['b']} * s_{t}_0 + {self.scalars['h']} * s_{t}_1 + {distance.code})"
             return self._typed(code, e)
         return self._typed(self._clamped_load(e), e)
 
