@@ -330,29 +330,3 @@ def test_reads_per_score_of_every_entry_width(int_dtype):
 
     variant = attnforge.compile(score_mod=score_mod, mask_mod=lambda b, h, q, k: q + 300 >= k)
     check_variant(variant, 1, 4, 2, Lq, Lk, 64, 64, torch.bfloat16, device="cuda")
-
-
-def test_bias_gradient_beside_the_backward_kernels_gives_the_same_bits(monkeypatch):
-    """The learnable bias's gradient (bwd_diag and the host's sums) runs on a second stream beside
-    the one-launch backward: every gradient is bit for bit what running it after the backward
-    gives, and two runs agree."""
-    from attnforge.runtime import launch
-
-    B, H, L, D = 2, 4, 1500, 128
-    g = torch.Generator().manual_seed(3)
-    bias = (torch.randn(H, 2 * L - 1, generator=g) * 0.1).cuda().requires_grad_()
-    variant = attnforge.compile(score_mod=lambda s, b, h, q, k: s + bias[h, q - k + L - 1],
-                                mask_mod=lambda b, h, q, k: q >= k)
-    q, k, v, do = (torch.randn(B, H, L, D, generator=g).to("cuda", torch.bfloat16) for _ in range(4))
-
-    def grads(beside: bool):
-        monkeypatch.setattr(launch, "SIDE_STREAM", beside)
-        leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
-        bias.grad = None
-        variant(*leaves).backward(do)
-        return [t.grad for t in leaves] + [bias.grad.clone()]
-
-    after, beside, again = grads(False), grads(True), grads(True)
-    for a, b, c in zip(after, beside, again):
-        assert torch.equal(a, b) and torch.equal(b, c)
-    assert after[-1].abs().sum() > 0

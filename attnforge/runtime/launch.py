@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
@@ -524,14 +523,9 @@ def _compile_only(k: Kernels, call: Call, device) -> None:
     keep_jit_hashes(f"{k.key}_{call.kind}", mod)
 
 
-def backward(k: Kernels, do, dlse, q, k_, v, out, lse, tensors: dict, scale: float, bm: BlockMask,
-             side: Callable | None = None):
+def backward(k: Kernels, do, dlse, q, k_, v, out, lse, tensors: dict, scale: float, bm: BlockMask):
     """The backward's buffers: dq, dk, dv (per kv head: GQA groups are summed inside the kernel),
-    delta and lse2 among them; with `side(buffers)` (the learnable tensors' gradients, which read
-    delta and lse2 and nothing the gradient kernels write), also what it returned. On a GPU `side`
-    runs on a second stream beside the gradient kernels (a bias gradient's bwd_diag fills the
-    SMs the one-launch backward leaves idle), unless a kernel is about to be tuned (its timings
-    must not share the GPU)."""
+    delta and lse2 among them."""
     if k.ahead:
         _wait(k.ahead)
         k.ahead = []
@@ -541,34 +535,8 @@ def backward(k: Kernels, do, dlse, q, k_, v, out, lse, tensors: dict, scale: flo
                    delta, torch.empty_like(delta), torch.empty_like(q), torch.empty_like(k_),
                    torch.empty_like(v))
     launch(k, preprocess_call(k, t))  # first: tuning candidates read delta and lse2
-    kinds = grad_kinds()
-    beside = SIDE_STREAM and side is not None and q.is_cuda and not any(
-        autotune.will_tune(k, kind, Lq) for kind in (*kinds, "bwd_diag"))
-    result = None
-    if beside:
-        main, second = torch.cuda.current_stream(q.device), _side_stream(q.device)
-        second.wait_stream(main)  # after the preprocess (and everything before)
-        with torch.cuda.stream(second):
-            result = side(t)
-    for kind in kinds:
+    for kind in grad_kinds():
         make = GRAD_KINDS[kind]
         cfg = autotune.config_for(k, kind, Lq, lambda c, make=make: make(k, t, tensors, scale, bm, c), launch)
         launch(k, make(k, t, tensors, scale, bm, cfg))
-    if beside:
-        main.wait_stream(second)
-        for g in result.values():  # made on the second stream, used on this one
-            g.record_stream(main)
-    elif side is not None:
-        result = side(t)
-    return t, result
-
-
-SIDE_STREAM = True  # learnable tensors' gradients beside the backward's kernels (False: after them)
-_SIDE_STREAMS: dict = {}
-
-
-def _side_stream(device) -> torch.cuda.Stream:
-    """One second stream per device for work beside the backward's kernels."""
-    if device not in _SIDE_STREAMS:
-        _SIDE_STREAMS[device] = torch.cuda.Stream(device)
-    return _SIDE_STREAMS[device]
+    return t

@@ -59,12 +59,9 @@ def _forward(q, k, v, tensors, variant, scale, grad: bool = False):
 
 def _backward_impl(do, dlse, q, k, v, out, lse, tensors, wanted, variant, scale):
     kern, named, bm = _prepare(variant, q, k, v, tensors)
+    t = launch.backward(kern, do, dlse, q, k, v, out, lse, named, scale, bm)
     names = [n for n, w in zip(_VARIANTS[variant].params, wanted) if w]
-
-    def learnable(t: launch.BwdBuffers) -> dict:
-        return param_grads(kern.prog, q, k, v, t.do, lse, t.delta, named, scale, names, kern, t, bm)
-
-    t, grads = launch.backward(kern, do, dlse, q, k, v, out, lse, named, scale, bm, learnable if names else None)
+    grads = param_grads(kern.prog, q, k, v, t.do, lse, t.delta, named, scale, names, kern, t, bm)
     return t.dq, t.dk, t.dv, [grads[n] for n in names]
 
 
