@@ -64,6 +64,21 @@ def _signature(fn, call: Call) -> tuple[dict, dict, dict]:
     return {n: sig[n] for n in fn.arg_names}, consts, attrs
 
 
+def _asm_in_loops(ttgir: str) -> int:
+    """Inline-assembly ops (the read-only-cache loads of `_ld_nc`) inside an `scf.for` body of the
+    TTGIR: those Triton did not hoist out of a loop."""
+    inside, depth, loops = 0, 0, []
+    for line in ttgir.splitlines():
+        if "scf.for" in line:
+            loops.append(depth)
+        if loops and "elementwise_inline_asm" in line:
+            inside += 1
+        depth += line.count("{") - line.count("}")
+        while loops and depth <= loops[-1]:
+            loops.pop()
+    return inside
+
+
 def _cubin_stats(cubin: bytes) -> dict:
     """Registers and spilled bytes per thread, from cuobjdump's resource usage: spills live in the
     stack frame (STACK; Triton inlines every call, so the frame holds nothing else) and LOCAL."""
@@ -146,5 +161,6 @@ def compile_report(variant, dtype=torch.bfloat16, D: int = 128, Dv: int | None =
                            # reads through the read-only cache (distance tables: `_ld_nc`) and
                            # software-pipelined copies into shared memory of one 4-byte element each
                            "nc_loads": ptx.count("ld.global.nc"), "narrow_copies": len(_NARROW_COPY.findall(ptx)),
+                           "nc_in_loops": _asm_in_loops(compiled.asm["ttgir"]),
                            **stats})
     return report
