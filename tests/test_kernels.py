@@ -279,6 +279,24 @@ def test_relative_bias_gradient_through_diagonal_kernel(tile, fine, monkeypatch)
     check_variant(variant, 3, 4, 2, 150, 200, 24, 24, torch.float32)
 
 
+def test_relative_bias_gradient_scatter_plans_are_kept_per_sizes():
+    """A relative bias with an entry per distance (no two distances share one) gets its gradient by
+    a scatter whose plan is kept per sizes: right at two lengths, called again at the first (the
+    kept plan), against the float64 reference."""
+    from attnforge.runtime import ops
+
+    bias = torch.randn(2, 2 * 200 - 1) * 0.3
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return score + bias[h, q_idx - kv_idx + 199]
+
+    variant = attnforge.compile(score_mod=score_mod, mask_mod=lambda b, h, q, k: q >= k)
+    for L in (130, 200, 130):
+        check_variant(variant, 2, 2, 2, L, L, 16, 16, torch.float32)
+    (kern,) = [k for (key, _, _), k in ops._KERNELS.items() if key == variant._key]
+    assert len(kern.diag_index) == 2 and all(p.unique for p in kern.diag_index.values())
+
+
 def test_distance_tables_carry_toeplitz_reads_of_scores_and_masks():
     """Reads indexed by q_idx - kv_idx come from per-call distance tables: a per-batch, per-head
     bucketed bias (float, learnable: its gradient still comes from bwd_diag) in the score and a bool

@@ -686,20 +686,25 @@ def test_kernels_compile_for_sm90(names):
             assert r["nc_loads"] == 0, r
 
 
-@given(st.integers(0, 400), st.integers(1, 60), st.integers(0, 2 ** 16))
+@given(st.integers(0, 400), st.integers(1, 60), st.integers(0, 2 ** 16), st.booleans())
 @settings(max_examples=40, deadline=None)
-def test_segment_sum_matches_float64_scatter(n, size, seed):
-    """The deterministic, sync-free segment sum used for learnable-tensor gradients."""
-    from attnforge.runtime.param_grads import segment_sum
+def test_segment_sum_matches_float64_scatter(n, size, seed, distinct):
+    """The deterministic, sync-free segment sum used for learnable-tensor gradients, with and
+    without a plan made ahead (kept per sizes for bias gradients: a scatter where no index repeats),
+    bit for bit the same."""
+    from attnforge.runtime.param_grads import segment_sum, segments
 
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, size, (n,), generator=g)
-    val = torch.randn(n, generator=g)
+    idx = torch.randperm(size, generator=g)[:n] if distinct else torch.randint(0, size, (n,), generator=g)
+    val = torch.randn(idx.numel(), generator=g)
     gold = torch.zeros(size, dtype=torch.float64).index_add_(0, idx, val.double())
     got = segment_sum(idx, val, size)
     assert got.dtype == torch.float32 and got.shape == (size,)
     assert torch.allclose(got.double(), gold, atol=1e-5, rtol=1e-6)
     assert torch.equal(got, segment_sum(idx, val, size))
+    plan = segments(idx, size, check_unique=True)
+    assert plan.unique == (idx.unique().numel() == idx.numel())
+    assert torch.equal(got, segment_sum(idx, val, size, plan))
 
 
 def test_steady_state_calls_do_no_compiler_work():

@@ -53,6 +53,7 @@ class Kernels:
     score_reads: bool = False  # the score_mod reads captured tensors (codegen.score_reads)
     tables: list = field(default_factory=list)  # reads taken from distance tables (`tables.py`)
     table_index: dict = field(default_factory=dict)  # their gather indices, per sizes
+    diag_index: dict = field(default_factory=dict)  # bias gradients' scatter plans (param_grads.Segments), per sizes
     direct: dict = field(default_factory=dict)  # compiled kernels by launch signature (`direct.py`)
 
 

@@ -13,36 +13,65 @@ scattered to `index`. Two ways, both in a fixed order so two backward runs give 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..codegen.configs import TileConfig, diag_config
+from ..ir.expr import Load, walk
 from ..ir.program import Program
 from ..reference import Evaluator, index_env
 from .blocks import BandLists
 from .tables import flat_index
 
 ROW_BUDGET = 1 << 24  # elements of one recomputed score block
+DIAG_INDEX_CACHE = 16  # bias-gradient scatter plans kept per kernel set (per sizes)
 
 
-def segment_sum(index: torch.Tensor, values: torch.Tensor, size: int) -> torch.Tensor:
+@dataclass(frozen=True)
+class Segments:
+    """Where summands go, worked out from their indices alone (so it can be kept while they stay):
+    a stable order by index and, per index, its first and last position in that order (n and -1
+    where none goes); `unique` where no two summands share an index (a scatter is the sum)."""
+
+    index: torch.Tensor
+    order: torch.Tensor
+    first: torch.Tensor
+    last: torch.Tensor
+    unique: bool | None = None
+
+
+def segments(index: torch.Tensor, size: int, check_unique: bool = False) -> Segments:
+    """The Segments of `index` into `size` slots; `check_unique` finds out whether indices repeat (a
+    host sync: for plans that are kept)."""
+    n = index.numel()
+    order = torch.sort(index, stable=True).indices
+    pos = torch.arange(n, device=index.device)
+    idx = index[order]
+    last = torch.full((size,), -1, dtype=pos.dtype, device=pos.device).scatter_reduce_(0, idx, pos, "amax")
+    first = torch.full((size,), n, dtype=pos.dtype, device=pos.device).scatter_reduce_(0, idx, pos, "amin")
+    unique = bool(((last - first) <= 0).all()) if check_unique else None
+    return Segments(index, order, first, last, unique)
+
+
+def segment_sum(index: torch.Tensor, values: torch.Tensor, size: int, plan: Segments | None = None) -> torch.Tensor:
     """out[i] = sum of values[index == i], in a fixed order and without a host sync: a stable sort
     by index, a float64 running sum, and per index its last minus its first position's running
-    sum (integer max/min scatters find those positions; they do not depend on order)."""
+    sum (integer max/min scatters find those positions; they do not depend on order). `plan`: the
+    index's Segments, made earlier; where its indices never repeat, a scatter."""
     n = index.numel()
     out = torch.zeros(size, dtype=values.dtype, device=values.device)
     if n == 0:
         return out
-    order = torch.sort(index, stable=True).indices
-    idx, val = index[order], values[order].double()
+    plan = plan or segments(index, size)
+    if plan.unique:
+        return out.index_put_((index,), values)
+    val = values[plan.order].double()
     running = torch.cumsum(val, 0)
-    pos = torch.arange(n, device=index.device)
-    last = torch.full((size,), -1, dtype=pos.dtype, device=pos.device).scatter_reduce_(0, idx, pos, "amax")
-    first = torch.full((size,), n, dtype=pos.dtype, device=pos.device).scatter_reduce_(0, idx, pos, "amin")
-    f = first.clamp(max=n - 1)
-    total = running[last.clamp(min=0)] - running[f] + val[f]
-    return torch.where(last >= 0, total, 0.0).to(values.dtype)
+    f = plan.first.clamp(max=n - 1)
+    total = running[plan.last.clamp(min=0)] - running[f] + val[f]
+    return torch.where(plan.last >= 0, total, 0.0).to(values.dtype)
 
 
 def diag_call(kern, i: int, buffers, tensors: dict, scale: float, bands: BandLists, part: torch.Tensor,
@@ -92,14 +121,25 @@ def diagonal_grad(kern, i: int, load, buffers, tensors: dict, scale: float, bm) 
     per = per[:, first:first + Lq + Lk - 1].reshape(B, H, Lq + Lk - 1)
     if i not in kern.diag_by_batch:  # batches summed in order
         per = per.sum(0, keepdim=True)
-    dist = torch.arange(-(Lk - 1), Lq, device=q.device)
-    env = {"b": torch.arange(per.shape[0], device=q.device).view(-1, 1, 1),
-           "h": torch.arange(H, device=q.device).view(1, H, 1),
-           "q_idx": dist.view(1, 1, -1), "kv_idx": torch.zeros_like(dist).view(1, 1, -1)}
     t = tensors[load.param]
-    flat = torch.as_tensor(flat_index(load, Evaluator(env, tensors, torch.float32, q.device), t),
-                           device=q.device).expand(per.shape).reshape(-1)
-    return segment_sum(flat, per.reshape(-1), t.numel())
+    key = (i, tuple(per.shape), Lk, tuple(t.shape), q.device)
+    plan = kern.diag_index.pop(key, None)
+    if plan is None:
+        dist = torch.arange(-(Lk - 1), Lq, device=q.device)
+        env = {"b": torch.arange(per.shape[0], device=q.device).view(-1, 1, 1),
+               "h": torch.arange(H, device=q.device).view(1, H, 1),
+               "q_idx": dist.view(1, 1, -1), "kv_idx": torch.zeros_like(dist).view(1, 1, -1)}
+        flat = torch.as_tensor(flat_index(load, Evaluator(env, tensors, torch.float32, q.device), t),
+                               device=q.device).expand(per.shape).reshape(-1)
+        # an index of b, h and the distance alone (no tensor read inside it) is kept per sizes, with
+        # its segments (a relative bias with an entry per distance: no two sums share one, a scatter)
+        if any(isinstance(n, Load) for e in load.index for n in walk(e)):
+            return segment_sum(flat, per.reshape(-1), t.numel())
+        plan = segments(flat, t.numel(), check_unique=True)
+        while len(kern.diag_index) >= DIAG_INDEX_CACHE:
+            kern.diag_index.pop(next(iter(kern.diag_index)))
+    kern.diag_index[key] = plan  # most recently used last
+    return segment_sum(plan.index, per.reshape(-1), t.numel(), plan)
 
 
 def param_grads(prog: Program, q, k, v, do, lse, delta, tensors: dict, scale: float,
