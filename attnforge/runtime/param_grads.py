@@ -26,19 +26,20 @@ from .blocks import BandLists
 from .tables import flat_index
 
 ROW_BUDGET = 1 << 24  # elements of one recomputed score block
-DIAG_INDEX_CACHE = 16  # bias-gradient scatter plans kept per kernel set (per sizes)
+DIAG_INDEX_CACHE = 8  # bias-gradient scatter plans kept per kernel set (per sizes)
 
 
 @dataclass(frozen=True)
 class Segments:
     """Where summands go, worked out from their indices alone (so it can be kept while they stay):
     a stable order by index and, per index, its first and last position in that order (n and -1
-    where none goes); `unique` where no two summands share an index (a scatter is the sum)."""
+    where none goes); `unique` where no two summands share an index (a scatter is the sum, and the
+    order and positions are not kept)."""
 
     index: torch.Tensor
-    order: torch.Tensor
-    first: torch.Tensor
-    last: torch.Tensor
+    order: torch.Tensor | None
+    first: torch.Tensor | None
+    last: torch.Tensor | None
     unique: bool | None = None
 
 
@@ -51,8 +52,9 @@ def segments(index: torch.Tensor, size: int, check_unique: bool = False) -> Segm
     idx = index[order]
     last = torch.full((size,), -1, dtype=pos.dtype, device=pos.device).scatter_reduce_(0, idx, pos, "amax")
     first = torch.full((size,), n, dtype=pos.dtype, device=pos.device).scatter_reduce_(0, idx, pos, "amin")
-    unique = bool(((last - first) <= 0).all()) if check_unique else None
-    return Segments(index, order, first, last, unique)
+    if check_unique and bool(((last - first) <= 0).all()):
+        return Segments(index, None, None, None, True)
+    return Segments(index, order, first, last, False if check_unique else None)
 
 
 def segment_sum(index: torch.Tensor, values: torch.Tensor, size: int, plan: Segments | None = None) -> torch.Tensor:
