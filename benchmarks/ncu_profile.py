@@ -29,7 +29,9 @@ METRICS = ["gpu__time_duration.sum", "launch__grid_size", "launch__block_size", 
            "dram__throughput.avg.pct_of_peak_sustained_elapsed"]
 # kernel names: attnforge's forward (Gluon or Triton) and one-launch backward; flex's (inductor) templates
 KERNELS = {("attnforge", "fwd"): "regex:^attn_fwd$", ("attnforge", "bwd"): "regex:^attn_bwd$",
-           ("flex", "fwd"): "regex:flex_attention(?!_backward)", ("flex", "bwd"): "regex:flex_attention_backward"}
+           ("flex", "fwd"): "regex:flex_attention(?!_backward)",
+           # its backward template (`triton_tem_...`), not the preprocessing reduction (`triton_per_...`)
+           ("flex", "bwd"): "regex:triton_tem_fused_flex_attention_backward"}
 
 
 def target(shape: str, case_name: str, who: str, which: str) -> None:
