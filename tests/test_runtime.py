@@ -854,3 +854,24 @@ def test_the_register_cap_is_for_16_bit_inputs(monkeypatch):
     assert diag_config(64, "float32") == BWD_DIAG_64_WIDE and not BWD_DIAG_64_WIDE.maxnreg
     assert diag_config(64, "bfloat16") == tile_config("bwd_diag", 64) and tile_config("bwd_diag", 64).maxnreg == 168
     assert diag_config(128, "float32") == tile_config("bwd_diag", 128)
+
+
+def test_inline_asm_inside_loops_is_counted_by_nesting():
+    """The AOT report's `nc_in_loops`: inline-assembly ops lexically inside an scf.for body (nested
+    loops too), not those before or after a loop."""
+    from attnforge.runtime.aot import _asm_in_loops
+
+    ttgir = "\n".join([
+        "%0 = tt.elementwise_inline_asm ...",          # before: hoisted
+        "%1 = scf.for %i = ... {",
+        "  %2 = tt.elementwise_inline_asm ...",        # inside
+        "  %3 = scf.for %j = ... {",
+        "    %4 = tt.elementwise_inline_asm ...",      # nested
+        "  }",
+        "  %5 = arith.addf ... {fastmath}",            # braces closed on one line
+        "  %6 = tt.elementwise_inline_asm ...",        # inside the outer loop still
+        "}",
+        "%7 = tt.elementwise_inline_asm ...",          # after
+    ])
+    assert _asm_in_loops(ttgir) == 3
+    assert _asm_in_loops("%0 = tt.elementwise_inline_asm ...") == 0
