@@ -33,42 +33,35 @@ DIAG_INDEX_CACHE = 8  # bias-gradient scatter plans kept per kernel set (per siz
 class Segments:
     """Where summands go, worked out from their indices alone (so it can be kept while they stay):
     a stable order by index and, per index, its first and last position in that order (n and -1
-    where none goes); `unique` where no two summands share an index (a scatter is the sum, and the
-    order and positions are not kept)."""
+    where none goes)."""
 
     index: torch.Tensor
-    order: torch.Tensor | None
-    first: torch.Tensor | None
-    last: torch.Tensor | None
-    unique: bool | None = None
+    order: torch.Tensor
+    first: torch.Tensor
+    last: torch.Tensor
 
 
-def segments(index: torch.Tensor, size: int, check_unique: bool = False) -> Segments:
-    """The Segments of `index` into `size` slots; `check_unique` finds out whether indices repeat (a
-    host sync: for plans that are kept)."""
+def segments(index: torch.Tensor, size: int) -> Segments:
+    """The Segments of `index` into `size` slots (a stable sort and two integer scatters; no host
+    sync)."""
     n = index.numel()
     order = torch.sort(index, stable=True).indices
     pos = torch.arange(n, device=index.device)
     idx = index[order]
     last = torch.full((size,), -1, dtype=pos.dtype, device=pos.device).scatter_reduce_(0, idx, pos, "amax")
     first = torch.full((size,), n, dtype=pos.dtype, device=pos.device).scatter_reduce_(0, idx, pos, "amin")
-    if check_unique and bool(((last - first) <= 0).all()):
-        return Segments(index, None, None, None, True)
-    return Segments(index, order, first, last, False if check_unique else None)
+    return Segments(index, order, first, last)
 
 
 def segment_sum(index: torch.Tensor, values: torch.Tensor, size: int, plan: Segments | None = None) -> torch.Tensor:
     """out[i] = sum of values[index == i], in a fixed order and without a host sync: a stable sort
     by index, a float64 running sum, and per index its last minus its first position's running
     sum (integer max/min scatters find those positions; they do not depend on order). `plan`: the
-    index's Segments, made earlier; where its indices never repeat, a scatter."""
+    index's Segments, made earlier (the sort and scatters are then not repeated)."""
     n = index.numel()
-    out = torch.zeros(size, dtype=values.dtype, device=values.device)
     if n == 0:
-        return out
+        return torch.zeros(size, dtype=values.dtype, device=values.device)
     plan = plan or segments(index, size)
-    if plan.unique:
-        return out.index_put_((index,), values)
     val = values[plan.order].double()
     running = torch.cumsum(val, 0)
     f = plan.first.clamp(max=n - 1)
@@ -134,10 +127,10 @@ def diagonal_grad(kern, i: int, load, buffers, tensors: dict, scale: float, bm) 
         flat = torch.as_tensor(flat_index(load, Evaluator(env, tensors, torch.float32, q.device), t),
                                device=q.device).expand(per.shape).reshape(-1)
         # an index of b, h and the distance alone (no tensor read inside it) is kept per sizes, with
-        # its segments (a relative bias with an entry per distance: no two sums share one, a scatter)
+        # its segments: later calls neither evaluate it nor sort it
         if any(isinstance(n, Load) for e in load.index for n in walk(e)):
             return segment_sum(flat, per.reshape(-1), t.numel())
-        plan = segments(flat, t.numel(), check_unique=True)
+        plan = segments(flat, t.numel())
         while len(kern.diag_index) >= DIAG_INDEX_CACHE:
             kern.diag_index.pop(next(iter(kern.diag_index)))
     kern.diag_index[key] = plan  # most recently used last
