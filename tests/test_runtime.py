@@ -873,3 +873,25 @@ def test_inline_asm_inside_loops_is_counted_by_nesting():
     ])
     assert _asm_in_loops(ttgir) == 3
     assert _asm_in_loops("%0 = tt.elementwise_inline_asm ...") == 0
+
+
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**31 - 1))
+@settings(max_examples=40, deadline=None)
+def test_band_lists_walk_each_diagonal_band(n_q, n_k, seed):
+    """band_lists against a loop: band u lists, in query order, each query tile i whose key tile
+    i - u + n_k - 1 lies in the grid and is not empty, with its kind; the heaviest bands first."""
+    from attnforge.runtime.blocks import band_lists
+
+    g = torch.Generator().manual_seed(seed)
+    cls = torch.randint(0, 3, (2, 1, n_q, n_k), generator=g)
+    lists = band_lists(cls)
+    bands = n_q + n_k - 1
+    assert lists.num.shape == (2, 1, bands) and sorted(lists.order.tolist()) == list(range(bands))
+    for b in range(2):
+        for u in range(bands):
+            expected = [(i, int(cls[b, 0, i, i - u + n_k - 1])) for i in range(n_q)
+                        if 0 <= i - u + n_k - 1 < n_k and cls[b, 0, i, i - u + n_k - 1] != 0]
+            n = int(lists.num[b, 0, u])
+            assert list(zip(lists.ind[b, 0, u, :n].tolist(), lists.kind[b, 0, u, :n].tolist())) == expected
+    totals = lists.num.sum((0, 1))[lists.order]
+    assert all(totals[:-1] >= totals[1:])
