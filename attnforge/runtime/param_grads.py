@@ -23,10 +23,10 @@ from ..ir.expr import Load, walk
 from ..ir.program import Program
 from ..reference import Evaluator, index_env
 from .blocks import BandLists
-from .tables import flat_index
+from .tables import flat_index, kept
 
 ROW_BUDGET = 1 << 24  # elements of one recomputed score block
-DIAG_INDEX_CACHE = 8  # bias-gradient scatter plans kept per kernel set (per sizes)
+DIAG_INDEX_CACHE = 8  # bias-gradient scatter plans (or False: none) kept per kernel set (per sizes)
 
 
 @dataclass(frozen=True)
@@ -117,24 +117,26 @@ def diagonal_grad(kern, i: int, load, buffers, tensors: dict, scale: float, bm) 
     if i not in kern.diag_by_batch:  # batches summed in order
         per = per.sum(0, keepdim=True)
     t = tensors[load.param]
-    key = (i, tuple(per.shape), Lk, tuple(t.shape), q.device)
-    plan = kern.diag_index.pop(key, None)
-    if plan is None:
+
+    def flat() -> torch.Tensor:
         dist = torch.arange(-(Lk - 1), Lq, device=q.device)
         env = {"b": torch.arange(per.shape[0], device=q.device).view(-1, 1, 1),
                "h": torch.arange(H, device=q.device).view(1, H, 1),
                "q_idx": dist.view(1, 1, -1), "kv_idx": torch.zeros_like(dist).view(1, 1, -1)}
-        flat = torch.as_tensor(flat_index(load, Evaluator(env, tensors, torch.float32, q.device), t),
+        return torch.as_tensor(flat_index(load, Evaluator(env, tensors, torch.float32, q.device), t),
                                device=q.device).expand(per.shape).reshape(-1)
-        # an index of b, h and the distance alone (no tensor read inside it) is kept per sizes, with
-        # its segments: later calls neither evaluate it nor sort it
+
+    def plan() -> Segments | bool:
+        """An index of b, h and the distance alone, with its segments (later calls neither evaluate
+        nor sort it); False where it reads a tensor (evaluated every call)."""
         if any(isinstance(n, Load) for e in load.index for n in walk(e)):
-            return segment_sum(flat, per.reshape(-1), t.numel())
-        plan = segments(flat, t.numel())
-        while len(kern.diag_index) >= DIAG_INDEX_CACHE:
-            kern.diag_index.pop(next(iter(kern.diag_index)))
-    kern.diag_index[key] = plan  # most recently used last
-    return segment_sum(plan.index, per.reshape(-1), t.numel(), plan)
+            return False
+        return segments(flat(), t.numel())
+
+    found = kept(kern.diag_index, (i, tuple(per.shape), Lk, tuple(t.shape), q.device), plan, DIAG_INDEX_CACHE)
+    if found is False:
+        return segment_sum(flat(), per.reshape(-1), t.numel())
+    return segment_sum(found.index, per.reshape(-1), t.numel(), found)
 
 
 def param_grads(prog: Program, q, k, v, do, lse, delta, tensors: dict, scale: float,

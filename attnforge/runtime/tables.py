@@ -63,6 +63,18 @@ def flat_index(load: Load, ev: Evaluator, t: torch.Tensor) -> torch.Tensor:
     return sum(ev(i).to(torch.int64).clamp(0, n - 1) * st for i, n, st in zip(load.index, t.shape, t.stride()))
 
 
+def kept(cache: dict, key, make, limit: int):
+    """cache[key], made by `make()` where missing; at most `limit` entries, the least recently used
+    dropped first (a dict in use order: the most recent last)."""
+    value = cache.pop(key, None)
+    if value is None:
+        value = make()
+        while len(cache) >= limit:
+            cache.pop(next(iter(cache)))
+    cache[key] = value
+    return value
+
+
 def add_tables(kern, named: dict, B: int, H: int, Lq: int, Lk: int) -> dict:
     """`named` with each distance table of the kernels' under its argument name (`table_name`), as
     the view the kernels take; the gather indices are kept per sizes, the values gathered per call
@@ -75,12 +87,7 @@ def add_tables(kern, named: dict, B: int, H: int, Lq: int, Lk: int) -> dict:
     for j, table in enumerate(kern.tables):
         t = named[table.load.param]
         key = (j, B, H, Lq, Lk, tuple(t.shape), t.device)
-        index = kern.table_index.pop(key, None)
-        if index is None:
-            index = gather_index(table, t, B, H, Lq, Lk)
-            while len(kern.table_index) >= _INDEX_CACHE:
-                kern.table_index.pop(next(iter(kern.table_index)))
-        kern.table_index[key] = index  # most recently used last
+        index = kept(kern.table_index, key, lambda: gather_index(table, t, B, H, Lq, Lk), _INDEX_CACHE)
         off = layout(table, B, H, Lq, Lk)[3]
         out[table_name(j, table.load)] = torch.take(t, index)[..., off:]
     return out
